@@ -1,0 +1,39 @@
+"""limitdyn: SGD-with-momentum ensembles, their Langevin limits, and exact theory.
+
+>>> import jax, limitdyn as ld
+>>> prob = ld.LinearRegression.synthetic(jax.random.key(0), n=512, d=16)
+>>> hp = ld.Hyper(lr=0.05, momentum=0.9, batch_size=32)
+>>> res = ld.simulate_sgd(prob, hp, jax.random.key(1), n_traj=4096, n_steps=2000)
+>>> print(ld.compare(res, ld.theory.discrete_stationary_cov(prob, hp)))
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import samplers, sgd, theory
+from .compare import Comparison, compare
+from .hyper import Hyper
+from .problems import LinearRegression, Quadratic
+from .result import Result, Stderr
+from .runner import simulate_sgd
+from .sgd import State
+
+try:
+    __version__ = version("limitdyn")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Comparison",
+    "Hyper",
+    "LinearRegression",
+    "Quadratic",
+    "Result",
+    "State",
+    "Stderr",
+    "__version__",
+    "compare",
+    "samplers",
+    "sgd",
+    "simulate_sgd",
+    "theory",
+]

@@ -1,0 +1,153 @@
+"""Streaming ensemble estimators, accumulated inside the kernel at chosen steps.
+
+Two kinds of statistics, both without storing trajectories (memory is independent of the
+number of steps):
+
+* **per recorded step** — over the n alive trajectories at that step: the mean and
+  covariance of x = (θ, v), the fourth moments ``mean((y_i y_j)²)`` of the centred
+  y = x − mean (for the covariance's standard error ``√((m4_ij − C_ij²)/n)``), and the
+  mean and variance of the global displacement ‖θ_k − θ_0‖² and of η²‖v_k‖².
+* **window averages** — at every window step, the trajectories are split into G fixed
+  groups by global index and each group accumulates Σ y yᵀ (centred at that step's
+  ensemble mean and rescaled by √(n/(n−1)) so each term is unbiased), Σ x and Σ η²‖v‖².
+  Groups are independent, so the spread of the G group averages gives standard errors
+  that account for the correlation of a trajectory with itself over time (batch means).
+
+Non-finite (diverged) trajectories are excluded from the step they diverge: they enter
+no sum and no count.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Accumulators(NamedTuple):
+    count: jax.Array         # (T,) alive trajectories at each recorded step
+    mean: jax.Array          # (T, D)
+    cov: jax.Array           # (T, D, D)
+    fourth: jax.Array        # (T, D, D) mean of (y_i y_j)^2
+    disp_mean: jax.Array     # (T,)
+    disp_var: jax.Array      # (T,)
+    local_mean: jax.Array    # (T,)
+    local_var: jax.Array     # (T,)
+    win_count: jax.Array     # (G,) trajectory-samples per group
+    win_sum: jax.Array       # (G, D)
+    win_outer: jax.Array     # (G, D, D)
+    win_local: jax.Array     # (G,)
+    trajectories: jax.Array  # (T, K, D) if kept, else (0,)
+
+
+def empty(n_record: int, n_groups: int, dim2: int, n_traj: int, keep: bool,
+          dtype) -> Accumulators:
+    z = jnp.zeros
+    return Accumulators(
+        count=z((n_record,), dtype), mean=z((n_record, dim2), dtype),
+        cov=z((n_record, dim2, dim2), dtype), fourth=z((n_record, dim2, dim2), dtype),
+        disp_mean=z((n_record,), dtype), disp_var=z((n_record,), dtype),
+        local_mean=z((n_record,), dtype), local_var=z((n_record,), dtype),
+        win_count=z((n_groups,), dtype), win_sum=z((n_groups, dim2), dtype),
+        win_outer=z((n_groups, dim2, dim2), dtype), win_local=z((n_groups,), dtype),
+        trajectories=z((n_record, n_traj, dim2), dtype) if keep else z((0,), dtype))
+
+
+def _centred(x: jax.Array, alive: jax.Array):
+    """Alive count n, alive mean, and rows x − mean (zero for dead rows)."""
+    mask = alive[:, None]
+    n = jnp.sum(alive).astype(x.dtype)
+    mean = jnp.sum(jnp.where(mask, x, 0), axis=0) / jnp.maximum(n, 1)
+    return n, mean, jnp.where(mask, x - mean, 0)
+
+
+def _mean_var(values: jax.Array, alive: jax.Array, n: jax.Array):
+    m = jnp.sum(jnp.where(alive, values, 0)) / jnp.maximum(n, 1)
+    var = jnp.sum(jnp.where(alive, (values - m) ** 2, 0)) / jnp.maximum(n - 1, 1)
+    return m, var
+
+
+def record(acc: Accumulators, slot: jax.Array, x: jax.Array, theta_start: jax.Array,
+           alive: jax.Array, lr: jax.Array) -> Accumulators:
+    """Store the step's ensemble statistics in row ``slot``."""
+    n, mean, y = _centred(x, alive)
+    d = theta_start.shape[-1]
+    y2 = y * y
+    disp = jnp.sum((x[:, :d] - theta_start) ** 2, axis=-1)
+    local = lr ** 2 * jnp.sum(x[:, d:] ** 2, axis=-1)
+    disp_mean, disp_var = _mean_var(disp, alive, n)
+    local_mean, local_var = _mean_var(local, alive, n)
+    acc = acc._replace(
+        count=acc.count.at[slot].set(n), mean=acc.mean.at[slot].set(mean),
+        cov=acc.cov.at[slot].set(y.T @ y / jnp.maximum(n - 1, 1)),
+        fourth=acc.fourth.at[slot].set(y2.T @ y2 / jnp.maximum(n, 1)),
+        disp_mean=acc.disp_mean.at[slot].set(disp_mean),
+        disp_var=acc.disp_var.at[slot].set(disp_var),
+        local_mean=acc.local_mean.at[slot].set(local_mean),
+        local_var=acc.local_var.at[slot].set(local_var))
+    if acc.trajectories.ndim == 3:
+        acc = acc._replace(trajectories=acc.trajectories.at[slot].set(
+            jnp.where(alive[:, None], x, jnp.nan)))
+    return acc
+
+
+def accumulate_window(acc: Accumulators, x: jax.Array, alive: jax.Array,
+                      lr: jax.Array) -> Accumulators:
+    """Add one window step to the per-group sums."""
+    n, _, y = _centred(x, alive)
+    y = y * jnp.sqrt(n / jnp.maximum(n - 1, 1))
+    n_groups = acc.win_count.shape[0]
+    n_traj, dim2 = x.shape
+    per_group = -(-n_traj // n_groups)
+    pad = n_groups * per_group - n_traj
+
+    def grouped(a):
+        return jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(
+            (n_groups, per_group) + a.shape[1:])
+
+    w = alive.astype(x.dtype)
+    yg = grouped(y)
+    local = jnp.where(alive, lr ** 2 * jnp.sum(x[:, dim2 // 2:] ** 2, axis=-1), 0)
+    return acc._replace(
+        win_count=acc.win_count + grouped(w).sum(1),
+        win_sum=acc.win_sum + grouped(jnp.where(alive[:, None], x, 0)).sum(1),
+        win_outer=acc.win_outer + jnp.einsum("gpi,gpj->gij", yg, yg),
+        win_local=acc.win_local + grouped(local).sum(1))
+
+
+def _group_stats(sums: np.ndarray, counts: np.ndarray):
+    """Pooled mean of group sums and its batch-means standard error."""
+    ok = counts > 0
+    pooled = sums[ok].sum(0) / counts[ok].sum() if ok.any() else np.full(sums.shape[1:], np.nan)
+    if ok.sum() < 2:
+        return pooled, np.full(sums.shape[1:], np.nan)
+    per_group = sums[ok] / counts[ok].reshape((-1,) + (1,) * (sums.ndim - 1))
+    return pooled, per_group.std(axis=0, ddof=1) / np.sqrt(ok.sum())
+
+
+def finalize(acc: Accumulators) -> dict[str, np.ndarray]:
+    """Host-side float64 estimates and standard errors from the accumulators."""
+    a = {k: np.asarray(v, dtype=np.float64) for k, v in acc._asdict().items()}
+    n = a["count"]
+    nn = np.maximum(n, 1)
+    cov = a["cov"]
+    diag = np.diagonal(cov, axis1=-2, axis2=-1)
+    se_cov = np.sqrt(np.clip(a["fourth"] - (cov * (n - 1)[:, None, None] / nn[:, None, None]) ** 2,
+                             0, None) / nn[:, None, None])
+    win_mean, se_win_mean = _group_stats(a["win_sum"], a["win_count"])
+    win_cov, se_win_cov = _group_stats(a["win_outer"], a["win_count"])
+    win_local, se_win_local = _group_stats(a["win_local"], a["win_count"])
+    return dict(
+        n_alive=n.astype(np.int64), mean=a["mean"], cov=cov,
+        displacement=a["disp_mean"], local_displacement=a["local_mean"],
+        stationary_mean=win_mean, stationary_cov=win_cov,
+        stationary_local_displacement=float(win_local),
+        n_window_trajectory_samples=float(a["win_count"].sum()),
+        trajectories=a["trajectories"] if a["trajectories"].ndim == 3 else None,
+        se_mean=np.sqrt(np.clip(diag, 0, None) / nn[:, None]), se_cov=se_cov,
+        se_displacement=np.sqrt(a["disp_var"] / nn),
+        se_local_displacement=np.sqrt(a["local_var"] / nn),
+        se_stationary_mean=se_win_mean, se_stationary_cov=se_win_cov,
+        se_stationary_local_displacement=float(se_win_local))

@@ -1,0 +1,322 @@
+"""Ensemble runner: one compiled kernel advances every trajectory and accumulates statistics.
+
+Structure (design.md, "runner"): the trajectory batch is the leading axis of the state; time
+advances in a ``lax`` loop; statistics are taken only at *event* steps — recorded steps
+(log-spaced by default) and window steps after burn-in — so nothing per step is stored.
+The host splits the event list into chunks (progress bar between chunks); every chunk is
+the same compiled function with the chunk bounds as traced integers, so neither the chunk
+size nor the hyperparameters (traced pytree leaves) trigger a recompilation.
+
+Randomness: trajectory i uses ``fold_in(key, i)`` (its global index) and step k of it
+``fold_in(fold_in(key, i), k)``, so results do not depend on chunking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from tqdm.auto import tqdm
+
+from . import _checks, _meta, estimators, samplers, sgd
+from .hyper import Hyper
+from .problems import LinearRegression, Quadratic, _as_key
+from .result import Result, Stderr
+
+PROBLEM_TYPES = (LinearRegression, Quadratic)
+
+
+class Carry(NamedTuple):
+    state: sgd.State               # (K, d) each
+    aux: Any                       # per-trajectory kernel state (e.g. the epoch permutation)
+    theta_start: jax.Array         # (K, d)
+    alive: jax.Array               # (K,) bool
+    step: jax.Array                # () int32, the step index of ``state``
+    acc: estimators.Accumulators
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDSpec:
+    """Static description of the SGD kernel (hashable: it keys the compile cache)."""
+
+    sampling: str
+    n_examples: int | None
+    batch_size: int | None
+
+    @property
+    def sampler(self) -> samplers.Sampler | None:
+        if self.n_examples is None:
+            return None
+        return samplers.build(self.sampling, self.n_examples, self.batch_size)
+
+    def init_aux(self, key: jax.Array) -> Any:
+        return () if self.sampler is None else self.sampler.init(key)
+
+    def step(self, key: jax.Array, state: sgd.State, aux: Any, k: jax.Array, params: Any):
+        problem, hp = params
+        key_batch, key_noise = jax.random.split(key)
+        if self.sampler is None:
+            batch = None
+        else:
+            batch, aux = self.sampler.next(key_batch, aux, k)
+        state, _ = sgd.step(key_noise, state, problem, hp, batch)
+        return state, aux
+
+    def lr(self, params: Any) -> jax.Array:
+        return params[1].lr
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When statistics are taken. Built on the host by :func:`make_schedule`."""
+
+    record_steps: np.ndarray   # (T,) sorted unique
+    window_steps: np.ndarray   # sorted unique, all >= burn_in
+    event_steps: np.ndarray    # (E,) sorted unique
+    event_slot: np.ndarray     # (E,) index into record_steps or -1
+    event_window: np.ndarray   # (E,) bool
+    chunk_ends: np.ndarray     # event indices (exclusive) at which chunks end
+    burn_in: int
+    window_every: int
+
+
+def make_schedule(n_steps: int, burn_in: int, record: Any, n_record: int,
+                  window_every: int | None, n_chunks: int) -> Schedule:
+    if isinstance(record, str):
+        _checks.choice("record", record, ("log", "linear"))
+        if record == "log":
+            inner = np.geomspace(1, n_steps, num=n_record) if n_steps > 1 else np.array([1.0])
+            rec = np.concatenate([[0], np.round(inner)])
+        else:
+            rec = np.round(np.linspace(0, n_steps, num=n_record + 1))
+        rec = np.unique(rec.astype(np.int64))
+    else:
+        rec = _checks.real_array("record", record, ndim=1)
+        if np.any(rec != np.round(rec)) or rec.min() < 0 or rec.max() > n_steps:
+            raise ValueError(f"record steps must be integers in [0, n_steps={n_steps}]")
+        rec = np.unique(rec.astype(np.int64))
+    window = n_steps - burn_in
+    if window_every is None:
+        window_every = max(1, math.ceil(window / 256))
+    win = np.arange(burn_in, n_steps + 1, window_every, dtype=np.int64)
+    bounds = np.unique(np.round(np.linspace(0, n_steps, n_chunks + 1)).astype(np.int64))[1:]
+    events = np.unique(np.concatenate([rec, win, bounds]))
+    slot = np.full(events.shape, -1, dtype=np.int32)
+    slot[np.searchsorted(events, rec)] = np.arange(len(rec), dtype=np.int32)
+    in_window = np.isin(events, win)
+    chunk_ends = np.searchsorted(events, bounds, side="right")
+    return Schedule(rec, win, events, slot, in_window, chunk_ends, burn_in, window_every)
+
+
+def _advance(spec, carry: Carry, params, traj_keys, event_steps, event_slot, event_window,
+             first_event, stop_event) -> Carry:
+    """Run events ``first_event … stop_event − 1``: step to each, then take statistics."""
+    lr = spec.lr(params)
+    batched_step = jax.vmap(spec.step, in_axes=(0, 0, 0, None, None))
+
+    def one_step(k, c: Carry) -> Carry:
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(traj_keys, k)
+        state, aux = batched_step(keys, c.state, c.aux, k, params)
+        finite = jnp.all(jnp.isfinite(state.theta), -1) & jnp.all(jnp.isfinite(state.velocity), -1)
+        return c._replace(state=state, aux=aux, alive=c.alive & finite, step=k + 1)
+
+    def one_event(e, c: Carry) -> Carry:
+        c = lax.fori_loop(c.step, event_steps[e], one_step, c)
+        x = jnp.concatenate([c.state.theta, c.state.velocity], axis=-1)
+        slot = event_slot[e]
+        acc = lax.cond(slot >= 0,
+                       lambda a: estimators.record(a, slot, x, c.theta_start, c.alive, lr),
+                       lambda a: a, c.acc)
+        acc = lax.cond(event_window[e],
+                       lambda a: estimators.accumulate_window(a, x, c.alive, lr),
+                       lambda a: a, acc)
+        return c._replace(acc=acc)
+
+    return lax.fori_loop(first_event, stop_event, one_event, carry)
+
+
+def _init_carry(spec, traj_keys, theta0, v0, n_record, n_groups, keep) -> Carry:
+    n_traj, dim = theta0.shape
+    aux = jax.vmap(spec.init_aux)(traj_keys)
+    finite = jnp.all(jnp.isfinite(theta0), -1) & jnp.all(jnp.isfinite(v0), -1)
+    acc = estimators.empty(n_record, n_groups, 2 * dim, n_traj, keep, theta0.dtype)
+    return Carry(sgd.State(theta0, v0), aux, theta0, finite, jnp.zeros((), jnp.int32), acc)
+
+
+_init_jit = jax.jit(_init_carry, static_argnums=(0, 4, 5, 6))
+
+# One executable per (spec, argument shapes): lr/momentum/weight decay, data values, event
+# tables and chunk bounds are all traced, so sweeps reuse it.
+_COMPILED: dict[Any, Callable] = {}
+
+
+def _signature(tree) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return (treedef, tuple((np.shape(x), str(jnp.asarray(x).dtype)) for x in leaves))
+
+
+def _compiled(name: str, fn: Callable, static: Any, args: tuple) -> tuple[Callable, float]:
+    cache_key = (name, static, _signature(args))
+    if cache_key in _COMPILED:
+        return _COMPILED[cache_key], 0.0
+    t0 = time.perf_counter()
+    exe = jax.jit(fn, static_argnums=0).lower(static, *args).compile()
+    _COMPILED[cache_key] = exe
+    return exe, time.perf_counter() - t0
+
+
+def run_ensemble(spec: Any, params: Any, key: jax.Array, theta0: np.ndarray, v0: np.ndarray,
+                 schedule: Schedule, *, n_groups: int, keep_trajectories: bool,
+                 progress: bool, description: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run the kernel ``spec`` over the whole schedule; return estimates and timings."""
+    n_traj = theta0.shape[0]
+    n_record = len(schedule.record_steps)
+    traj_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(n_traj))
+    carry = _init_jit(spec, traj_keys, theta0, v0, n_record, n_groups, keep_trajectories)
+    events = (jnp.asarray(schedule.event_steps, jnp.int32), jnp.asarray(schedule.event_slot),
+              jnp.asarray(schedule.event_window))
+    zero = jnp.zeros((), jnp.int32)
+    run, compile_seconds = _compiled("advance", _advance, spec,
+                                     (carry, params, traj_keys, *events, zero, zero))
+    t0 = time.perf_counter()
+    first = 0
+    with tqdm(total=int(schedule.event_steps[-1]), disable=not progress, unit="step",
+              desc=description, leave=False) as bar:
+        for stop in schedule.chunk_ends:
+            carry = run(carry, params, traj_keys, *events, jnp.int32(first), jnp.int32(stop))
+            jax.block_until_ready(carry.step)
+            bar.update(int(carry.step) - bar.n)
+            first = int(stop)
+    run_seconds = time.perf_counter() - t0
+    return estimators.finalize(carry.acc), {"compile_seconds": compile_seconds,
+                                            "run_seconds": run_seconds}
+
+
+def _start_points(name: str, value: Any, default: np.ndarray, n_traj: int) -> np.ndarray:
+    d = default.shape[0]
+    if value is None:
+        return np.broadcast_to(default, (n_traj, d))
+    arr = _checks.real_array(name, value, ndim=(1, 2))
+    if arr.shape not in ((d,), (n_traj, d)):
+        raise ValueError(f"{name} must have shape ({d},) or (n_traj={n_traj}, {d}), got {arr.shape}")
+    return np.broadcast_to(arr, (n_traj, d))
+
+
+def validate_run_args(prob, n_traj, n_steps, burn_in, n_record, n_groups, progress):
+    """Checks shared by every ensemble runner; returns normalised values."""
+    if not isinstance(prob, PROBLEM_TYPES):
+        raise TypeError("prob must be a limitdyn problem (LinearRegression or Quadratic), "
+                        f"got {type(prob).__name__}")
+    n_traj = _checks.integer("n_traj", n_traj, low=1)
+    n_steps = _checks.integer("n_steps", n_steps, low=1)
+    burn_in = n_steps // 2 if burn_in is None else _checks.integer("burn_in", burn_in, low=0,
+                                                                   high=n_steps)
+    n_record = _checks.integer("n_record", n_record, low=1)
+    n_groups = min(32, n_traj) if n_groups is None else _checks.integer(
+        "n_groups", n_groups, low=1, high=n_traj)
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None, got {progress!r}")
+    return n_traj, n_steps, burn_in, n_record, n_groups
+
+
+def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj: int,
+                 n_steps: int, sampling: str = "iid", theta0: Any = None, v0: Any = None,
+                 burn_in: int | None = None, *, record: str | Any = "log", n_record: int = 50,
+                 window_every: int | None = None, n_groups: int | None = None,
+                 keep_trajectories: bool = False, n_chunks: int = 20,
+                 progress: bool | None = None) -> Result:
+    """Simulate ``n_traj`` independent SGD-with-momentum trajectories for ``n_steps`` steps.
+
+    The update is theory.md §1 (``sgd.step``); minibatches come from ``sampling``
+    (``"iid"``, ``"replacement"`` or ``"reshuffle"``, see :mod:`limitdyn.samplers`). For a
+    :class:`Quadratic` the gradient noise is Gaussian and ``sampling`` must be ``"iid"``.
+
+    Args:
+        prob: the problem.
+        hp: hyperparameters; ``hp.batch_size`` None means full batch (S = N).
+        key: a JAX PRNG key.
+        n_traj: number of trajectories K >= 1.
+        n_steps: number of SGD steps >= 1.
+        sampling: minibatch sampling mode.
+        theta0: start, (d,) or (K, d); default the minimiser of L_λ.
+        v0: start velocity, (d,) or (K, d); default 0.
+        burn_in: window averages (``stationary_*``) use steps ``burn_in <= k <= n_steps``;
+            default ``n_steps // 2``.
+        record: ``"log"`` (0 and log-spaced steps, default), ``"linear"``, or explicit steps.
+        n_record: number of log/linear points requested (duplicates after rounding merge).
+        window_every: spacing of the window samples; default so that there are about 256.
+        n_groups: independent trajectory groups for the window's batch-means standard
+            errors; default min(32, K).
+        keep_trajectories: also return the states at the recorded steps, (T, K, 2d).
+        n_chunks: host-side chunks (progress updates) the run is split into.
+        progress: show a progress bar (default: only for runs of over 10⁸ trajectory-steps).
+
+    Returns:
+        A :class:`Result`.
+    """
+    n_traj, n_steps, burn_in, n_record, n_groups = validate_run_args(
+        prob, n_traj, n_steps, burn_in, n_record, n_groups, progress)
+    if not isinstance(hp, Hyper):
+        raise TypeError(f"hp must be a limitdyn.Hyper, got {type(hp).__name__}")
+    sampling = _checks.choice("sampling", sampling, samplers.SAMPLINGS)
+    n_examples = prob.n_examples
+    if n_examples is None:
+        if sampling != "iid":
+            raise ValueError(f"sampling must be 'iid' for a Quadratic problem (its gradient noise "
+                             f"is drawn independently each step); got {sampling!r}")
+        batch_size = None
+    else:
+        batch_size = n_examples if hp.batch_size is None else hp.batch_size
+        if not 1 <= batch_size <= n_examples:
+            raise ValueError(f"Hyper.batch_size must be in [1, N={n_examples}] for this problem, "
+                             f"got {batch_size}")
+    n_chunks = _checks.integer("n_chunks", n_chunks, low=1)
+    keep_trajectories = bool(keep_trajectories)
+    key = _as_key(key)
+    schedule = make_schedule(n_steps, burn_in, record, n_record, window_every, min(n_chunks, n_steps))
+    mu = np.asarray(prob.minimiser(hp.weight_decay), dtype=np.float64)
+    dtype = jnp.result_type(float)
+    theta_start = jnp.asarray(_start_points("theta0", theta0, mu, n_traj), dtype)
+    v_start = jnp.asarray(_start_points("v0", v0, np.zeros_like(mu), n_traj), dtype)
+    if progress is None:
+        progress = n_traj * n_steps > 10**8
+
+    spec = SGDSpec(sampling, n_examples, batch_size)
+    traced_hp = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), hp)
+    stats, timings = run_ensemble(spec, (prob, traced_hp), key, theta_start, v_start, schedule,
+                                  n_groups=n_groups, keep_trajectories=keep_trajectories,
+                                  progress=progress, description="simulate_sgd")
+    config = {
+        "kind": "sgd", "problem": repr(prob), "dim": prob.dim, "n_examples": n_examples,
+        "hyper": hp.to_dict() | {"batch_size": batch_size}, "sampling": sampling,
+        "n_traj": n_traj, "n_steps": n_steps, "burn_in": burn_in,
+        "window_every": schedule.window_every, "n_window_samples": len(schedule.window_steps),
+        "n_groups": n_groups, "record": record if isinstance(record, str) else "explicit",
+        "theta0": "minimiser" if theta0 is None else "given",
+        "v0": "zero" if v0 is None else "given",
+    }
+    return build_result(schedule, stats, config, _meta.environment(key) | timings)
+
+
+def build_result(schedule: Schedule, stats: dict[str, Any], config: dict[str, Any],
+                 metadata: dict[str, Any]) -> Result:
+    stderr = Stderr(mean=stats["se_mean"], cov=stats["se_cov"],
+                    displacement=stats["se_displacement"],
+                    local_displacement=stats["se_local_displacement"],
+                    stationary_mean=stats["se_stationary_mean"],
+                    stationary_cov=stats["se_stationary_cov"],
+                    stationary_local_displacement=stats["se_stationary_local_displacement"])
+    return Result(
+        steps=schedule.record_steps.copy(), mean=stats["mean"], cov=stats["cov"],
+        displacement=stats["displacement"], local_displacement=stats["local_displacement"],
+        stationary_mean=stats["stationary_mean"], stationary_cov=stats["stationary_cov"],
+        stationary_local_displacement=stats["stationary_local_displacement"],
+        n_alive=stats["n_alive"], stderr=stderr, trajectories=stats["trajectories"],
+        config=config, metadata=metadata)
