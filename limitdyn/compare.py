@@ -4,8 +4,9 @@ For each phase-space block (θθ, vv, θv) and, for transient predictions, each 
 step, :func:`compare` reports
 
 * the relative Frobenius error ‖Ĉ − C‖_F / ‖C‖_F,
-* the Monte Carlo **noise floor** √(Σ SE_ij²) / ‖C‖_F: the relative error expected from
-  sampling noise alone (E‖Ĉ − C‖²_F = Σ Var Ĉ_ij when the estimate is unbiased),
+* the Monte Carlo **noise floor** √(Σ SE_ij² + (10 ε ‖C‖_F)²) / ‖C‖_F: the relative error
+  expected from sampling noise alone (E‖Ĉ − C‖²_F = Σ Var Ĉ_ij when the estimate is
+  unbiased), plus ten ulps of the simulation's float type ε for deterministic quantities,
 * their ratio ρ = ‖Ĉ − C‖_F / √(Σ SE_ij²), the mean squared z-score (≈ 1 if the standard
   errors are right) and the largest |z|,
 
@@ -68,28 +69,35 @@ class Comparison:
         return "\n".join(lines)
 
 
-def _row(quantity, step, block, est, pred, se, k, scale=None) -> Row:
+def _row(quantity, step, block, est, pred, se, k, denom, precision) -> Row:
     err = est - pred
-    floor = float(np.sqrt(np.sum(se ** 2)))
-    norm = float(np.linalg.norm(pred))
-    if scale is not None and norm < 1e-12 * scale:
-        norm = scale   # a (near-)zero prediction: report errors relative to the full matrix
+    floor = float(np.sqrt(np.sum(se ** 2) + (precision * np.linalg.norm(pred)) ** 2))
     e = float(np.linalg.norm(err))
     if floor > 0:
         ratio = e / floor
     else:
-        ratio = 0.0 if e <= 1e-12 * max(norm, 1e-300) else float("inf")
+        ratio = 0.0 if e == 0 else float("inf")
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(se > 0, err / se, np.where(np.abs(err) > 0, np.inf, 0.0))
-    return Row(quantity, step, block, e / norm if norm > 0 else float("nan"),
-               floor / norm if norm > 0 else float("nan"), ratio,
-               float(np.mean(z ** 2)), float(np.max(np.abs(z))), ratio <= k)
+        z = np.where(se > 0, err / se, np.where(err == 0, 0.0, np.inf))
+    rel = (lambda v: v / denom) if denom > 0 else (lambda v: float("nan"))
+    return Row(quantity, step, block, rel(e), rel(floor), ratio, float(np.mean(z ** 2)),
+               float(np.max(np.abs(z))), ratio <= k)
 
 
-def _cov_rows(quantity, step, est, pred, se, k) -> list[Row]:
-    scale = float(np.linalg.norm(pred))
-    return [_row(quantity, step, b, phase_block(est, b), phase_block(pred, b),
-                 phase_block(se, b), k, scale) for b in BLOCKS]
+def _cov_rows(quantity, step, est, pred, se, k, precision) -> list[Row]:
+    rows = []
+    for b in BLOCKS:
+        p = phase_block(pred, b)
+        # θv blocks can vanish (continuous model, β = 0 start): fall back to the whole matrix
+        denom = float(np.linalg.norm(p)) or float(np.linalg.norm(pred))
+        rows.append(_row(quantity, step, b, phase_block(est, b), p, phase_block(se, b), k,
+                         denom, precision))
+    return rows
+
+
+def _precision(result: Result) -> float:
+    """Relative rounding floor of the simulation's float type (10 ulps)."""
+    return 10 * float(np.finfo(np.dtype(result.config.get("dtype", "float32"))).eps)
 
 
 def compare(result: Result, prediction: Any, *, k: float = 4.0) -> Comparison:
@@ -106,6 +114,7 @@ def compare(result: Result, prediction: Any, *, k: float = 4.0) -> Comparison:
         raise TypeError(f"result must be a limitdyn.Result, got {type(result).__name__}")
     k = float(k)
     D = result.mean.shape[-1]
+    precision = _precision(result)
     if isinstance(prediction, Moments):
         common = np.intersect1d(result.steps, prediction.steps)
         if common.size == 0:
@@ -116,15 +125,17 @@ def compare(result: Result, prediction: Any, *, k: float = 4.0) -> Comparison:
             i = int(np.searchsorted(result.steps, s))
             j = int(np.flatnonzero(prediction.steps == s)[0])
             for name, sl in (("mean θ", slice(0, D // 2)), ("mean v", slice(D // 2, D))):
+                # relative to the larger of the mean's size and the spread around it
+                spread = np.sqrt(max(np.trace(prediction.cov[j][sl, sl]), 0.0))
+                denom = max(float(np.linalg.norm(prediction.mean[j, sl])), spread)
                 rows.append(_row(name, int(s), "", result.mean[i, sl], prediction.mean[j, sl],
-                                 result.stderr.mean[i, sl], k,
-                                 scale=float(np.linalg.norm(prediction.mean[j]))))
+                                 result.stderr.mean[i, sl], k, denom, precision))
             rows += _cov_rows("cov", int(s), result.cov[i], prediction.cov[j],
-                              result.stderr.cov[i], k)
+                              result.stderr.cov[i], k, precision)
         return Comparison(tuple(rows), k)
     pred = np.asarray(prediction, dtype=np.float64)
     if pred.shape != (D, D):
         raise ValueError(f"prediction must be a ({D}, {D}) covariance or a theory.Moments, "
                          f"got shape {pred.shape}")
     return Comparison(tuple(_cov_rows("stationary cov", None, result.stationary_cov, pred,
-                                      result.stderr.stationary_cov, k)), k)
+                                      result.stderr.stationary_cov, k, precision)), k)

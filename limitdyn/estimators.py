@@ -56,11 +56,17 @@ def empty(n_record: int, n_groups: int, dim2: int, n_traj: int, keep: bool,
 
 
 def _centred(x: jax.Array, alive: jax.Array):
-    """Alive count n, alive mean, and rows x − mean (zero for dead rows)."""
+    """Alive count n, alive mean, and rows x − mean (zero for dead rows).
+
+    Centred through a shift by one alive row (the shifted-data algorithm): less
+    cancellation, and identical rows (a deterministic start) give exactly zero.
+    """
     mask = alive[:, None]
     n = jnp.sum(alive).astype(x.dtype)
-    mean = jnp.sum(jnp.where(mask, x, 0), axis=0) / jnp.maximum(n, 1)
-    return n, mean, jnp.where(mask, x - mean, 0)
+    shift = x[jnp.argmax(alive)]
+    shifted = jnp.where(mask, x - shift[None, :], 0)
+    offset = jnp.sum(shifted, axis=0) / jnp.maximum(n, 1)
+    return n, shift + offset, jnp.where(mask, shifted - offset[None, :], 0)
 
 
 def _mean_var(values: jax.Array, alive: jax.Array, n: jax.Array):

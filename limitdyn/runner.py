@@ -282,7 +282,7 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     key = _as_key(key)
     schedule = make_schedule(n_steps, burn_in, record, n_record, window_every, min(n_chunks, n_steps))
     mu = np.asarray(prob.minimiser(hp.weight_decay), dtype=np.float64)
-    dtype = jnp.result_type(float)
+    dtype = np.dtype(jnp.result_type(float))
     theta_start = jnp.asarray(_start_points("theta0", theta0, mu, n_traj), dtype)
     v_start = jnp.asarray(_start_points("v0", v0, np.zeros_like(mu), n_traj), dtype)
     if progress is None:
@@ -296,7 +296,7 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     config = {
         "kind": "sgd", "problem": repr(prob), "dim": prob.dim, "n_examples": n_examples,
         "hyper": hp.to_dict() | {"batch_size": batch_size}, "sampling": sampling,
-        "n_traj": n_traj, "n_steps": n_steps, "burn_in": burn_in,
+        "n_traj": n_traj, "n_steps": n_steps, "burn_in": burn_in, "dtype": str(dtype),
         "window_every": schedule.window_every, "n_window_samples": len(schedule.window_steps),
         "n_groups": n_groups, "record": record if isinstance(record, str) else "explicit",
         "theta0": "minimiser" if theta0 is None else "given",
