@@ -142,6 +142,13 @@ def finalize(acc: Accumulators) -> dict[str, np.ndarray]:
     diag = np.diagonal(cov, axis1=-2, axis2=-1)
     se_cov = np.sqrt(np.clip(a["fourth"] - (cov * (n - 1)[:, None, None] / nn[:, None, None]) ** 2,
                              0, None) / nn[:, None, None])
+    empty_rows = n == 0   # every trajectory diverged: no estimate, not a zero
+    for name in ("mean", "cov", "fourth", "disp_mean", "disp_var", "local_mean", "local_var"):
+        a[name][empty_rows] = np.nan
+    cov = a["cov"]
+    diag = np.diagonal(cov, axis1=-2, axis2=-1)
+    se_cov = np.sqrt(np.clip(a["fourth"] - (cov * (n - 1)[:, None, None] / nn[:, None, None]) ** 2,
+                             0, None) / nn[:, None, None])
     win_mean, se_win_mean = _group_stats(a["win_sum"], a["win_count"])
     win_cov, se_win_cov = _group_stats(a["win_outer"], a["win_count"])
     win_local, se_win_local = _group_stats(a["win_local"], a["win_count"])

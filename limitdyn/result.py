@@ -47,8 +47,10 @@ class Result:
             ``burn_in <= k <= n_steps``.
         stationary_cov: (2d, 2d) covariance averaged over trajectories and that window.
         stationary_local_displacement: window average of η²‖v_k‖².
-        n_alive: (T,) trajectories still finite at each recorded step; statistics use them
-            alone. ``n_diverged = n_traj − n_alive``.
+        n_alive: (T,) trajectories not yet diverged at each recorded step; statistics use
+            them alone. A trajectory diverges, for good, at the first step where a coordinate
+            is non-finite or above 10⁻³·√(float max) (1.8·10¹⁶ in float32, where second
+            moments would overflow). ``n_diverged = n_traj − n_alive``.
         stderr: standard errors (:class:`Stderr`).
         trajectories: (T, n_traj, 2d) states at the recorded steps when asked for, else None;
             diverged trajectories are NaN.

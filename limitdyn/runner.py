@@ -115,6 +115,17 @@ def make_schedule(n_steps: int, burn_in: int, record: Any, n_record: int,
     return Schedule(rec, win, events, slot, in_window, chunk_ends, burn_in, window_every)
 
 
+def _bounded(state: sgd.State) -> jax.Array:
+    """Per trajectory: every coordinate finite and below 10⁻³·√(float max).
+
+    Past that bound (1.8·10¹⁶ in float32) second moments overflow, so a trajectory there
+    counts as diverged from that step on and leaves every statistic.
+    """
+    limit = 1e-3 * float(np.sqrt(np.finfo(state.theta.dtype).max))
+    ok = lambda a: jnp.all(jnp.abs(a) < limit, axis=-1)  # noqa: E731  (False for NaN too)
+    return ok(state.theta) & ok(state.velocity)
+
+
 def _advance(spec, carry: Carry, params, traj_keys, event_steps, event_slot, event_window,
              first_event, stop_event) -> Carry:
     """Run events ``first_event … stop_event − 1``: step to each, then take statistics."""
@@ -124,8 +135,7 @@ def _advance(spec, carry: Carry, params, traj_keys, event_steps, event_slot, eve
     def one_step(k, c: Carry) -> Carry:
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(traj_keys, k)
         state, aux = batched_step(keys, c.state, c.aux, k, params)
-        finite = jnp.all(jnp.isfinite(state.theta), -1) & jnp.all(jnp.isfinite(state.velocity), -1)
-        return c._replace(state=state, aux=aux, alive=c.alive & finite, step=k + 1)
+        return c._replace(state=state, aux=aux, alive=c.alive & _bounded(state), step=k + 1)
 
     def one_event(e, c: Carry) -> Carry:
         c = lax.fori_loop(c.step, event_steps[e], one_step, c)
@@ -145,9 +155,9 @@ def _advance(spec, carry: Carry, params, traj_keys, event_steps, event_slot, eve
 def _init_carry(spec, traj_keys, theta0, v0, n_record, n_groups, keep) -> Carry:
     n_traj, dim = theta0.shape
     aux = jax.vmap(spec.init_aux)(traj_keys)
-    finite = jnp.all(jnp.isfinite(theta0), -1) & jnp.all(jnp.isfinite(v0), -1)
+    state = sgd.State(theta0, v0)
     acc = estimators.empty(n_record, n_groups, 2 * dim, n_traj, keep, theta0.dtype)
-    return Carry(sgd.State(theta0, v0), aux, theta0, finite, jnp.zeros((), jnp.int32), acc)
+    return Carry(state, aux, theta0, _bounded(state), jnp.zeros((), jnp.int32), acc)
 
 
 _init_jit = jax.jit(_init_carry, static_argnums=(0, 4, 5, 6))
