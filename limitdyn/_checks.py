@@ -18,7 +18,8 @@ def finite_float(name: str, value: Any, *, low: float | None = None, high: float
                  low_open: bool = False, high_open: bool = False) -> float:
     """Return ``value`` as a float after checking it is a finite real in the given range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        if isinstance(value, np.ndarray | np.generic) and np.ndim(value) == 0 and np.isrealobj(value):
+        if (isinstance(value, np.ndarray | np.generic) and np.ndim(value) == 0
+                and np.isrealobj(value)):
             value = value.item()
         else:
             try:  # jax scalars and 0-d arrays

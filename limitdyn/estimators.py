@@ -111,7 +111,7 @@ def accumulate_window(acc: Accumulators, x: jax.Array, alive: jax.Array,
 
     def grouped(a):
         return jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(
-            (n_groups, per_group) + a.shape[1:])
+            (n_groups, per_group, *a.shape[1:]))
 
     w = alive.astype(x.dtype)
     yg = grouped(y)

@@ -253,7 +253,8 @@ def spectrum_values(spectrum: Any, d: int) -> np.ndarray:
         hi = _checks.finite_float("spectrum hi", spectrum[1], low=lo)
         return np.geomspace(hi, lo, d) if d > 1 else np.array([hi])
     if isinstance(spectrum, str):
-        raise ValueError(f"spectrum must be (lo, hi), ('power', p) or d eigenvalues; got {spectrum!r}")
+        raise ValueError("spectrum must be (lo, hi), ('power', p) or d eigenvalues; "
+                         f"got {spectrum!r}")
     h = _checks.real_array("spectrum", spectrum, shape=(d,))
     if np.any(h <= 0):
         raise ValueError("spectrum eigenvalues must all be > 0")

@@ -95,7 +95,8 @@ class Result:
         sc = self.stationary_cov
         lines = [
             f"{self.config.get('kind', 'sgd')} ensemble: {self.n_traj} trajectories x "
-            f"{self.config.get('n_steps')} steps, d = {d}, sampling = {self.config.get('sampling')}",
+            f"{self.config.get('n_steps')} steps, d = {d}, "
+            f"sampling = {self.config.get('sampling')}",
             f"recorded steps: {len(self.steps)} ({self.steps[0]} … {self.steps[-1]}); "
             f"window [{self.config.get('burn_in')}, {self.config.get('n_steps')}] "
             f"with {self.config.get('n_window_samples')} samples",

@@ -61,12 +61,12 @@ class SGDSpec:
 
     def step(self, key: jax.Array, state: sgd.State, aux: Any, k: jax.Array, params: Any):
         problem, hp = params
-        key_batch, key_noise = jax.random.split(key)
-        if self.sampler is None:
-            batch = None
-        else:
-            batch, aux = self.sampler.next(key_batch, aux, k)
-        state, _ = sgd.step(key_noise, state, problem, hp, batch)
+        # A finite-sum problem draws only its batch, a Quadratic only its gradient noise:
+        # either way the step's key is used once.
+        batch = None
+        if self.sampler is not None:
+            batch, aux = self.sampler.next(key, aux, k)
+        state, _ = sgd.step(key, state, problem, hp, batch)
         return state, aux
 
     def lr(self, params: Any) -> jax.Array:
@@ -132,13 +132,17 @@ def _advance(spec, carry: Carry, params, traj_keys, event_steps, event_slot, eve
     lr = spec.lr(params)
     batched_step = jax.vmap(spec.step, in_axes=(0, 0, 0, None, None))
 
-    def one_step(k, c: Carry) -> Carry:
+    def one_step(k, dyn):
+        state, aux, alive = dyn
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(traj_keys, k)
-        state, aux = batched_step(keys, c.state, c.aux, k, params)
-        return c._replace(state=state, aux=aux, alive=c.alive & _bounded(state), step=k + 1)
+        state, aux = batched_step(keys, state, aux, k, params)
+        return state, aux, alive & _bounded(state)
 
     def one_event(e, c: Carry) -> Carry:
-        c = lax.fori_loop(c.step, event_steps[e], one_step, c)
+        # The time loop carries only what a step needs; the accumulators stay outside it.
+        state, aux, alive = lax.fori_loop(c.step, event_steps[e], one_step,
+                                          (c.state, c.aux, c.alive))
+        c = c._replace(state=state, aux=aux, alive=alive, step=event_steps[e])
         x = jnp.concatenate([c.state.theta, c.state.velocity], axis=-1)
         slot = event_slot[e]
         acc = lax.cond(slot >= 0,
@@ -177,7 +181,7 @@ def _compiled(name: str, fn: Callable, static: Any, args: tuple) -> tuple[Callab
     if cache_key in _COMPILED:
         return _COMPILED[cache_key], 0.0
     t0 = time.perf_counter()
-    exe = jax.jit(fn, static_argnums=0).lower(static, *args).compile()
+    exe = jax.jit(fn, static_argnums=0, donate_argnums=1).lower(static, *args).compile()
     _COMPILED[cache_key] = exe
     return exe, time.perf_counter() - t0
 
@@ -215,7 +219,8 @@ def _start_points(name: str, value: Any, default: np.ndarray, n_traj: int) -> np
         return np.broadcast_to(default, (n_traj, d))
     arr = _checks.real_array(name, value, ndim=(1, 2))
     if arr.shape not in ((d,), (n_traj, d)):
-        raise ValueError(f"{name} must have shape ({d},) or (n_traj={n_traj}, {d}), got {arr.shape}")
+        raise ValueError(f"{name} must have shape ({d},) or (n_traj={n_traj}, {d}), "
+                         f"got {arr.shape}")
     return np.broadcast_to(arr, (n_traj, d))
 
 
@@ -240,7 +245,7 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
                  n_steps: int, sampling: str = "iid", theta0: Any = None, v0: Any = None,
                  burn_in: int | None = None, *, record: str | Any = "log", n_record: int = 50,
                  window_every: int | None = None, n_groups: int | None = None,
-                 keep_trajectories: bool = False, n_chunks: int = 20,
+                 keep_trajectories: bool = False, n_chunks: int | None = None,
                  progress: bool | None = None) -> Result:
     """Simulate ``n_traj`` independent SGD-with-momentum trajectories for ``n_steps`` steps.
 
@@ -265,7 +270,8 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         n_groups: independent trajectory groups for the window's batch-means standard
             errors; default min(32, K).
         keep_trajectories: also return the states at the recorded steps, (T, K, 2d).
-        n_chunks: host-side chunks (progress updates) the run is split into.
+        n_chunks: host-side chunks the run is split into (progress-bar updates); default 20
+            with a progress bar and 1 without (each chunk boundary costs a host round trip).
         progress: show a progress bar (default: only for runs of over 10⁸ trajectory-steps).
 
     Returns:
@@ -287,17 +293,18 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         if not 1 <= batch_size <= n_examples:
             raise ValueError(f"Hyper.batch_size must be in [1, N={n_examples}] for this problem, "
                              f"got {batch_size}")
-    n_chunks = _checks.integer("n_chunks", n_chunks, low=1)
+    if progress is None:
+        progress = n_traj * n_steps > 10**8
+    n_chunks = (20 if progress else 1) if n_chunks is None else _checks.integer(
+        "n_chunks", n_chunks, low=1)
     keep_trajectories = bool(keep_trajectories)
     key = _as_key(key)
-    schedule = make_schedule(n_steps, burn_in, record, n_record, window_every, min(n_chunks, n_steps))
+    schedule = make_schedule(n_steps, burn_in, record, n_record, window_every,
+                             min(n_chunks, n_steps))
     mu = np.asarray(prob.minimiser(hp.weight_decay), dtype=np.float64)
     dtype = np.dtype(jnp.result_type(float))
     theta_start = jnp.asarray(_start_points("theta0", theta0, mu, n_traj), dtype)
     v_start = jnp.asarray(_start_points("v0", v0, np.zeros_like(mu), n_traj), dtype)
-    if progress is None:
-        progress = n_traj * n_steps > 10**8
-
     spec = SGDSpec(sampling, n_examples, batch_size)
     traced_hp = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), hp)
     stats, timings = run_ensemble(spec, (prob, traced_hp), key, theta_start, v_start, schedule,
