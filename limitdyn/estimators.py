@@ -135,13 +135,9 @@ def _group_stats(sums: np.ndarray, counts: np.ndarray):
 
 def finalize(acc: Accumulators) -> dict[str, np.ndarray]:
     """Host-side float64 estimates and standard errors from the accumulators."""
-    a = {k: np.asarray(v, dtype=np.float64) for k, v in acc._asdict().items()}
+    a = {k: np.array(v, dtype=np.float64) for k, v in acc._asdict().items()}   # writable copies
     n = a["count"]
     nn = np.maximum(n, 1)
-    cov = a["cov"]
-    diag = np.diagonal(cov, axis1=-2, axis2=-1)
-    se_cov = np.sqrt(np.clip(a["fourth"] - (cov * (n - 1)[:, None, None] / nn[:, None, None]) ** 2,
-                             0, None) / nn[:, None, None])
     empty_rows = n == 0   # every trajectory diverged: no estimate, not a zero
     for name in ("mean", "cov", "fourth", "disp_mean", "disp_var", "local_mean", "local_var"):
         a[name][empty_rows] = np.nan
