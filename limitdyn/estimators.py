@@ -153,7 +153,6 @@ def finalize(acc: Accumulators) -> dict[str, np.ndarray]:
         displacement=a["disp_mean"], local_displacement=a["local_mean"],
         stationary_mean=win_mean, stationary_cov=win_cov,
         stationary_local_displacement=float(win_local),
-        n_window_trajectory_samples=float(a["win_count"].sum()),
         trajectories=a["trajectories"] if a["trajectories"].ndim == 3 else None,
         se_mean=np.sqrt(np.clip(diag, 0, None) / nn[:, None]), se_cov=se_cov,
         se_displacement=np.sqrt(a["disp_var"] / nn),
