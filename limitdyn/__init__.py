@@ -9,12 +9,13 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import samplers, sgd, theory
+from . import convergence, noise, samplers, sde, sgd, theory
 from .compare import Comparison, compare
 from .hyper import Hyper
 from .problems import LinearRegression, Quadratic
 from .result import Result, Stderr
 from .runner import simulate_sgd
+from .sde import simulate_sde
 from .sgd import State
 
 try:
@@ -32,8 +33,12 @@ __all__ = [
     "Stderr",
     "__version__",
     "compare",
+    "convergence",
+    "noise",
     "samplers",
+    "sde",
     "sgd",
+    "simulate_sde",
     "simulate_sgd",
     "theory",
 ]

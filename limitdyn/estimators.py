@@ -12,6 +12,9 @@ number of steps):
   ensemble mean and rescaled by √(n/(n−1)) so each term is unbiased), Σ x and Σ η²‖v‖².
   Groups are independent, so the spread of the G group averages gives standard errors
   that account for the correlation of a trajectory with itself over time (batch means).
+  Each window step k is paired with step k + 1 for the lag-one covariance
+  Σ y_k y_{k+1}ᵀ (phase-space rotation, theory.md §4). The per-group sums are returned
+  too, so the batch-means error of any function of them can be computed afterwards.
 
 Non-finite (diverged) trajectories are excluded from the step they diverge: they enter
 no sum and no count.
@@ -39,6 +42,8 @@ class Accumulators(NamedTuple):
     win_sum: jax.Array       # (G, D)
     win_outer: jax.Array     # (G, D, D)
     win_local: jax.Array     # (G,)
+    lag_count: jax.Array     # (G,) pairs (k, k+1) per group
+    lag_outer: jax.Array     # (G, D, D) Σ y_k y_{k+1}ᵀ
     trajectories: jax.Array  # (T, K, D) if kept, else (0,)
 
 
@@ -52,6 +57,7 @@ def empty(n_record: int, n_groups: int, dim2: int, n_traj: int, keep: bool,
         local_mean=z((n_record,), dtype), local_var=z((n_record,), dtype),
         win_count=z((n_groups,), dtype), win_sum=z((n_groups, dim2), dtype),
         win_outer=z((n_groups, dim2, dim2), dtype), win_local=z((n_groups,), dtype),
+        lag_count=z((n_groups,), dtype), lag_outer=z((n_groups, dim2, dim2), dtype),
         trajectories=z((n_record, n_traj, dim2), dtype) if keep else z((0,), dtype))
 
 
@@ -99,13 +105,8 @@ def record(acc: Accumulators, slot: jax.Array, x: jax.Array, theta_start: jax.Ar
     return acc
 
 
-def accumulate_window(acc: Accumulators, x: jax.Array, alive: jax.Array,
-                      lr: jax.Array) -> Accumulators:
-    """Add one window step to the per-group sums."""
-    n, _, y = _centred(x, alive)
-    y = y * jnp.sqrt(n / jnp.maximum(n - 1, 1))
-    n_groups = acc.win_count.shape[0]
-    n_traj, dim2 = x.shape
+def _grouper(n_traj: int, n_groups: int):
+    """Sum over G fixed groups of consecutive trajectories (zero-padded to equal size)."""
     per_group = -(-n_traj // n_groups)
     pad = n_groups * per_group - n_traj
 
@@ -113,6 +114,36 @@ def accumulate_window(acc: Accumulators, x: jax.Array, alive: jax.Array,
         return jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(
             (n_groups, per_group, *a.shape[1:]))
 
+    return grouped
+
+
+def window_anchor(x: jax.Array, alive: jax.Array) -> jax.Array:
+    """Centred, unbiasedly rescaled rows y_k (zero for dead rows): the lag pair's first half."""
+    n, _, y = _centred(x, alive)
+    return y * jnp.sqrt(n / jnp.maximum(n - 1, 1))
+
+
+def accumulate_lag(acc: Accumulators, anchor: jax.Array, x: jax.Array,
+                   alive: jax.Array) -> Accumulators:
+    """Add the lag-one products y_k y_{k+1}ᵀ of the trajectories alive at k + 1.
+
+    Gives the stationary lag covariance E[x_k x_{k+1}ᵀ] − m mᵀ, whose antisymmetric part
+    in a Hessian eigenplane is the phase-space angular momentum (theory.md §4).
+    """
+    y = window_anchor(x, alive)
+    grouped = _grouper(x.shape[0], acc.lag_count.shape[0])
+    return acc._replace(
+        lag_count=acc.lag_count + grouped(alive.astype(x.dtype)).sum(1),
+        lag_outer=acc.lag_outer + jnp.einsum("gpi,gpj->gij", grouped(anchor), grouped(y)))
+
+
+def accumulate_window(acc: Accumulators, x: jax.Array, alive: jax.Array,
+                      lr: jax.Array) -> Accumulators:
+    """Add one window step to the per-group sums."""
+    y = window_anchor(x, alive)
+    n_groups = acc.win_count.shape[0]
+    dim2 = x.shape[1]
+    grouped = _grouper(x.shape[0], n_groups)
     w = alive.astype(x.dtype)
     yg = grouped(y)
     local = jnp.where(alive, lr ** 2 * jnp.sum(x[:, dim2 // 2:] ** 2, axis=-1), 0)
@@ -148,14 +179,18 @@ def finalize(acc: Accumulators) -> dict[str, np.ndarray]:
     win_mean, se_win_mean = _group_stats(a["win_sum"], a["win_count"])
     win_cov, se_win_cov = _group_stats(a["win_outer"], a["win_count"])
     win_local, se_win_local = _group_stats(a["win_local"], a["win_count"])
+    lag_cov, se_lag_cov = _group_stats(a["lag_outer"], a["lag_count"])
     return dict(
         n_alive=n.astype(np.int64), mean=a["mean"], cov=cov,
         displacement=a["disp_mean"], local_displacement=a["local_mean"],
         stationary_mean=win_mean, stationary_cov=win_cov,
-        stationary_local_displacement=float(win_local),
+        stationary_local_displacement=float(win_local), stationary_lag_cov=lag_cov,
+        window_groups={"count": a["win_count"], "sum": a["win_sum"], "outer": a["win_outer"],
+                       "local": a["win_local"], "lag_count": a["lag_count"],
+                       "lag_outer": a["lag_outer"]},
         trajectories=a["trajectories"] if a["trajectories"].ndim == 3 else None,
         se_mean=np.sqrt(np.clip(diag, 0, None) / nn[:, None]), se_cov=se_cov,
         se_displacement=np.sqrt(a["disp_var"] / nn),
         se_local_displacement=np.sqrt(a["local_var"] / nn),
         se_stationary_mean=se_win_mean, se_stationary_cov=se_win_cov,
-        se_stationary_local_displacement=float(se_win_local))
+        se_stationary_local_displacement=float(se_win_local), se_stationary_lag_cov=se_lag_cov)

@@ -30,6 +30,7 @@ class Stderr:
     stationary_mean: np.ndarray
     stationary_cov: np.ndarray
     stationary_local_displacement: float
+    stationary_lag_cov: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,12 @@ class Result:
         stderr: standard errors (:class:`Stderr`).
         trajectories: (T, n_traj, 2d) states at the recorded steps when asked for, else None;
             diverged trajectories are NaN.
+        stationary_lag_cov: (2d, 2d) window average of Cov(x_k, x_{k+1}) = E[y_k y_{k+1}ᵀ],
+            one runner step apart (``config['lag_steps']`` SGD steps; 1 for SGD). Its
+            antisymmetric part in a Hessian eigenplane is the phase-space angular momentum.
+        window_groups: the per-group window sums behind the ``stationary_*`` estimates
+            (``count``, ``sum``, ``outer``, ``local``, ``lag_count``, ``lag_outer``), for
+            batch-means standard errors of any function of them (see :meth:`rotation`).
         config: what was run (problem, hyperparameters, sampling, sizes, window).
         metadata: timings, versions, backend, PRNG implementation.
     """
@@ -69,6 +76,8 @@ class Result:
     n_alive: np.ndarray
     stderr: Stderr
     trajectories: np.ndarray | None = None
+    stationary_lag_cov: np.ndarray | None = None
+    window_groups: dict[str, np.ndarray] | None = None
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -89,6 +98,54 @@ class Result:
     def block(self, matrix: np.ndarray, which: str) -> np.ndarray:
         """The ``'theta'``/``'tt'``, ``'v'``/``'vv'`` or ``'tv'`` block of a (…, 2d, 2d) array."""
         return phase_block(matrix, which)
+
+    def window_function(self, fn: Any) -> tuple[np.ndarray, np.ndarray]:
+        """A function of the window statistics with its batch-means standard error.
+
+        ``fn(cov, lag_cov) -> array`` is applied to the pooled stationary covariance and lag
+        covariance (the estimate) and to each independent trajectory group's own pair; the
+        spread of the group values over √G is the standard error.
+        """
+        g = self.window_groups
+        if g is None:
+            raise ValueError("this result has no per-group window sums")
+        ok = (g["count"] > 0) & (g["lag_count"] > 0)
+        if ok.sum() < 2:
+            raise ValueError("need at least two trajectory groups with window samples")
+        estimate = np.asarray(fn(self.stationary_cov, self.stationary_lag_cov))
+        per_group = np.stack([np.asarray(fn(g["outer"][i] / g["count"][i],
+                                            g["lag_outer"][i] / g["lag_count"][i]))
+                              for i in np.flatnonzero(ok)])
+        return estimate, per_group.std(axis=0, ddof=1) / np.sqrt(ok.sum())
+
+    def rotation(self, basis: np.ndarray) -> dict[str, np.ndarray]:
+        """Phase-space rotation in the planes (a_i, b_i) = (e_iᵀθ, e_iᵀv), e_i = basis[:, i].
+
+        Returns, with batch-means standard errors (``*_se``):
+
+        * ``angular_momentum`` — E[a_k b_{k+1} − b_k a_{k+1}] at stationarity, one runner
+          step (``config['lag_steps']`` SGD steps) apart: the lag form of the probability
+          current's angular momentum (theory.md §4; negative = clockwise in (θ, v));
+        * ``angle`` — rotation per runner step of the normalised lag correlation
+          R = S^{-1/2} Λ S^{-1/2}: atan2(R_ab − R_ba, R_aa + R_bb) (≈ η ω_i when underdamped).
+        """
+        d = self.dim
+        E = np.asarray(basis, np.float64).reshape(d, -1)
+        P = np.zeros((2 * d, 2 * E.shape[1]))
+        P[:d, 0::2], P[d:, 1::2] = E, E
+
+        def planes(cov, lag):
+            c = P.T @ cov @ P
+            lg = P.T @ lag @ P
+            va, vb = np.diagonal(c)[0::2], np.diagonal(c)[1::2]
+            ab, ba = np.diagonal(lg, 1)[0::2], np.diagonal(lg, -1)[0::2]
+            aa, bb = np.diagonal(lg)[0::2], np.diagonal(lg)[1::2]
+            norm = np.sqrt(va * vb)
+            return np.stack([ab - ba, np.arctan2((ab - ba) / norm, aa / va + bb / vb)])
+
+        est, se = self.window_function(planes)
+        return {"angular_momentum": est[0], "angular_momentum_se": se[0],
+                "angle": est[1], "angle_se": se[1]}
 
     def summary(self) -> str:
         d = self.dim
@@ -119,9 +176,14 @@ class Result:
             value = getattr(self, f.name)
             if f.name in ("config", "metadata", "stderr") or value is None:
                 continue
+            if f.name == "window_groups":
+                for name, arr in value.items():
+                    arrays["window_groups." + name] = np.asarray(arr)
+                continue
             arrays[f.name] = np.asarray(value)
         for f in dataclasses.fields(Stderr):
-            arrays["stderr." + f.name] = np.asarray(getattr(self.stderr, f.name))
+            if getattr(self.stderr, f.name) is not None:
+                arrays["stderr." + f.name] = np.asarray(getattr(self.stderr, f.name))
         header = {"format": _FORMAT, "config": self.config, "metadata": self.metadata}
         arrays["_header"] = np.array(json.dumps(header, default=_json_default))
         path = os.fspath(path)
@@ -145,9 +207,14 @@ class Result:
             if header.get("format") != _FORMAT:
                 raise ValueError(f"{path}: unknown result format {header.get('format')!r}")
             stderr = Stderr(**{f.name: _unwrap(data["stderr." + f.name])
-                               for f in dataclasses.fields(Stderr)})
+                               for f in dataclasses.fields(Stderr)
+                               if "stderr." + f.name in data.files})
             kwargs = {f.name: _unwrap(data[f.name]) for f in dataclasses.fields(cls)
                       if f.name in data.files}
+            groups = {name.split(".", 1)[1]: data[name] for name in data.files
+                      if name.startswith("window_groups.")}
+            if groups:
+                kwargs["window_groups"] = groups
         return cls(stderr=stderr, config=header["config"], metadata=header["metadata"], **kwargs)
 
 

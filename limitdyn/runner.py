@@ -37,6 +37,7 @@ class Carry(NamedTuple):
     state: sgd.State               # (K, d) each
     aux: Any                       # per-trajectory kernel state (e.g. the epoch permutation)
     theta_start: jax.Array         # (K, d)
+    anchor: jax.Array              # (K, 2d) centred state at the last window step (lag pairs)
     alive: jax.Array               # (K,) bool
     step: jax.Array                # () int32, the step index of ``state``
     acc: estimators.Accumulators
@@ -82,6 +83,7 @@ class Schedule:
     event_steps: np.ndarray    # (E,) sorted unique
     event_slot: np.ndarray     # (E,) index into record_steps or -1
     event_window: np.ndarray   # (E,) bool
+    event_lag: np.ndarray      # (E,) bool: the step after a window step (lag-one pairs)
     chunk_ends: np.ndarray     # event indices (exclusive) at which chunks end
     burn_in: int
     window_every: int
@@ -106,13 +108,16 @@ def make_schedule(n_steps: int, burn_in: int, record: Any, n_record: int,
     if window_every is None:
         window_every = max(1, math.ceil(window / 256))
     win = np.arange(burn_in, n_steps + 1, window_every, dtype=np.int64)
+    lag = win[win < n_steps] + 1
     bounds = np.unique(np.round(np.linspace(0, n_steps, n_chunks + 1)).astype(np.int64))[1:]
-    events = np.unique(np.concatenate([rec, win, bounds]))
+    events = np.unique(np.concatenate([rec, win, lag, bounds]))
     slot = np.full(events.shape, -1, dtype=np.int32)
     slot[np.searchsorted(events, rec)] = np.arange(len(rec), dtype=np.int32)
     in_window = np.isin(events, win)
+    is_lag = np.isin(events, lag)
     chunk_ends = np.searchsorted(events, bounds, side="right")
-    return Schedule(rec, win, events, slot, in_window, chunk_ends, burn_in, window_every)
+    return Schedule(rec, win, events, slot, in_window, is_lag, chunk_ends, burn_in,
+                    window_every)
 
 
 def _bounded(state: sgd.State) -> jax.Array:
@@ -126,16 +131,32 @@ def _bounded(state: sgd.State) -> jax.Array:
     return ok(state.theta) & ok(state.velocity)
 
 
+def batched_step_of(spec) -> Callable:
+    """``(traj_keys, state, aux, k, params) -> (state, aux)`` for the whole batch.
+
+    A spec may provide ``batched_step`` itself (e.g. one batched-state diffrax solve);
+    otherwise its per-trajectory ``step`` is vmapped with the key ``fold_in(key_i, k)``.
+    """
+    if hasattr(spec, "batched_step"):
+        return spec.batched_step
+    vmapped = jax.vmap(spec.step, in_axes=(0, 0, 0, None, None))
+
+    def batched(traj_keys, state, aux, k, params):
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(traj_keys, k)
+        return vmapped(keys, state, aux, k, params)
+
+    return batched
+
+
 def _advance(spec, carry: Carry, params, traj_keys, event_steps, event_slot, event_window,
-             first_event, stop_event) -> Carry:
+             event_lag, first_event, stop_event) -> Carry:
     """Run events ``first_event … stop_event − 1``: step to each, then take statistics."""
     lr = spec.lr(params)
-    batched_step = jax.vmap(spec.step, in_axes=(0, 0, 0, None, None))
+    batched_step = batched_step_of(spec)
 
     def one_step(k, dyn):
         state, aux, alive = dyn
-        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(traj_keys, k)
-        state, aux = batched_step(keys, state, aux, k, params)
+        state, aux = batched_step(traj_keys, state, aux, k, params)
         return state, aux, alive & _bounded(state)
 
     def one_event(e, c: Carry) -> Carry:
@@ -148,10 +169,15 @@ def _advance(spec, carry: Carry, params, traj_keys, event_steps, event_slot, eve
         acc = lax.cond(slot >= 0,
                        lambda a: estimators.record(a, slot, x, c.theta_start, c.alive, lr),
                        lambda a: a, c.acc)
-        acc = lax.cond(event_window[e],
-                       lambda a: estimators.accumulate_window(a, x, c.alive, lr),
+        acc = lax.cond(event_lag[e],
+                       lambda a: estimators.accumulate_lag(a, c.anchor, x, c.alive),
                        lambda a: a, acc)
-        return c._replace(acc=acc)
+        acc, anchor = lax.cond(
+            event_window[e],
+            lambda a: (estimators.accumulate_window(a, x, c.alive, lr),
+                       estimators.window_anchor(x, c.alive)),
+            lambda a: (a, c.anchor), acc)
+        return c._replace(acc=acc, anchor=anchor)
 
     return lax.fori_loop(first_event, stop_event, one_event, carry)
 
@@ -161,7 +187,8 @@ def _init_carry(spec, traj_keys, theta0, v0, n_record, n_groups, keep) -> Carry:
     aux = jax.vmap(spec.init_aux)(traj_keys)
     state = sgd.State(theta0, v0)
     acc = estimators.empty(n_record, n_groups, 2 * dim, n_traj, keep, theta0.dtype)
-    return Carry(state, aux, theta0, _bounded(state), jnp.zeros((), jnp.int32), acc)
+    anchor = jnp.zeros((n_traj, 2 * dim), theta0.dtype)
+    return Carry(state, aux, theta0, anchor, _bounded(state), jnp.zeros((), jnp.int32), acc)
 
 
 _init_jit = jax.jit(_init_carry, static_argnums=(0, 4, 5, 6))
@@ -195,7 +222,7 @@ def run_ensemble(spec: Any, params: Any, key: jax.Array, theta0: np.ndarray, v0:
     traj_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(n_traj))
     carry = _init_jit(spec, traj_keys, theta0, v0, n_record, n_groups, keep_trajectories)
     events = (jnp.asarray(schedule.event_steps, jnp.int32), jnp.asarray(schedule.event_slot),
-              jnp.asarray(schedule.event_window))
+              jnp.asarray(schedule.event_window), jnp.asarray(schedule.event_lag))
     zero = jnp.zeros((), jnp.int32)
     run, compile_seconds = _compiled("advance", _advance, spec,
                                      (carry, params, traj_keys, *events, zero, zero))
@@ -323,17 +350,20 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
 
 
 def build_result(schedule: Schedule, stats: dict[str, Any], config: dict[str, Any],
-                 metadata: dict[str, Any]) -> Result:
+                 metadata: dict[str, Any], stride: int = 1) -> Result:
+    """Assemble a :class:`Result`; ``stride`` SGD steps per runner step (SDE steps > η)."""
     stderr = Stderr(mean=stats["se_mean"], cov=stats["se_cov"],
                     displacement=stats["se_displacement"],
                     local_displacement=stats["se_local_displacement"],
                     stationary_mean=stats["se_stationary_mean"],
                     stationary_cov=stats["se_stationary_cov"],
-                    stationary_local_displacement=stats["se_stationary_local_displacement"])
+                    stationary_local_displacement=stats["se_stationary_local_displacement"],
+                    stationary_lag_cov=stats["se_stationary_lag_cov"])
     return Result(
-        steps=schedule.record_steps.copy(), mean=stats["mean"], cov=stats["cov"],
+        steps=schedule.record_steps * stride, mean=stats["mean"], cov=stats["cov"],
         displacement=stats["displacement"], local_displacement=stats["local_displacement"],
         stationary_mean=stats["stationary_mean"], stationary_cov=stats["stationary_cov"],
         stationary_local_displacement=stats["stationary_local_displacement"],
         n_alive=stats["n_alive"], stderr=stderr, trajectories=stats["trajectories"],
-        config=config, metadata=metadata)
+        stationary_lag_cov=stats["stationary_lag_cov"], window_groups=stats["window_groups"],
+        config=config | {"lag_steps": stride}, metadata=metadata)
