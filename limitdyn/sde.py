@@ -10,9 +10,11 @@ time axis (t = η k, horizons in SGD steps):
 
   F(θ)F(θ)ᵀ = C(θ) the per-step gradient-noise covariance of a noise model
   (:mod:`limitdyn.noise`). The friction on v is 2γ = a(1 − β).
-* ``sme`` — the first-order stochastic modified equation dθ = −∇L_λ dt + √η F(θ) dW. Its
-  velocity is defined like the discrete one, v(t) = (θ(t) − θ(t − η))/η, the
-  displacement over the last SGD step per unit learning rate (so it needs dt ≤ η).
+* ``sme`` — the first-order stochastic modified equation of heavy-ball SGD,
+  dθ = −∇L_λ dt/(1 − β) + √η F(θ) dW/(1 − β) (Li–Tai–E's dθ = −∇L_λ dt + √(ηC) dW at
+  β = 0; the factors make the heavy ball's effective step η/(1 − β)). Its velocity is
+  defined like the discrete one, v(t) = (θ(t) − θ(t − η))/η, the displacement over the
+  last SGD step per unit learning rate (so it needs dt ≤ η).
 
 Integrators (``solver``):
 
@@ -24,9 +26,9 @@ Integrators (``solver``):
 * ``exact`` — exact in distribution for quadratic problems with constant noise:
   x ← e^{−Ah}x + N(0, Q_h) with Q_h from Van Loan's block exponential (theory.md §3).
 * ``diffrax`` — one batched-state ``diffrax.diffeqsolve`` per SGD step with an
-  ``UnsafeBrownianPath``: a cross-check, not the fast path. Its noise is one Brownian path
-  for the whole batch (drawn from trajectory 0's key), so unlike the other solvers its
-  result depends on the number of trajectories.
+  ``UnsafeBrownianPath`` (Heun by default): a cross-check, not the fast path. Its noise
+  is one Brownian path for the whole batch (drawn from trajectory 0's key), so unlike the
+  other solvers its result depends on the number of trajectories.
 
 The drift of a quadratic problem is −(H + λI)(θ − μ) (exact for linear regression), with
 H + λI and μ computed on the host in float64.
@@ -123,8 +125,8 @@ class SDESpec:
         force = lambda th: p["curvature"] @ (th - p["mu"])                               # noqa: E731
         dt = p["dt"]
         if self.model == "sme":       # Euler–Maruyama of the first-order equation
-            return State(theta - force(theta) * dt + p["noise_amp"] * jnp.sqrt(dt) * kick(theta),
-                         v)
+            return State(theta - p["force"] * force(theta) * dt
+                         + p["noise_amp"] * jnp.sqrt(dt) * kick(theta), v)
         if self.solver == "em":
             v_new = (v - (p["friction"] * v + p["force"] * force(theta)) * dt
                      + p["noise_amp"] * jnp.sqrt(dt) * kick(theta))
@@ -164,7 +166,7 @@ class DiffraxSpec(SDESpec):
 
         if self.model == "sme":
             def drift(t, y, args):
-                return -force(y)
+                return -p["force"] * force(y)
 
             def diffusion(t, y, args):
                 return lineax.FunctionLinearOperator(
@@ -197,15 +199,24 @@ class DiffraxSpec(SDESpec):
 # --- host-side setup -------------------------------------------------------------------
 
 def _van_loan(A: np.ndarray, two_D: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray]:
-    """e^{−Ah} and Q_h = ∫₀ʰ e^{−As} 2D e^{−Aᵀs} ds (Van Loan's block exponential)."""
+    """e^{−Ah} and Q_h = ∫₀ʰ e^{−As} 2D e^{−Aᵀs} ds (Van Loan's block exponential).
+
+    The block [[A, 2D], [0, −Aᵀ]] contains the growing e^{Ah}, so it is exponentiated only
+    over a short step h/2^m (‖A‖·h/2^m <= 1/2) and then doubled m times with
+    Q_{2s} = Q_s + e^{−As} Q_s e^{−Aᵀs}: accurate to rounding at any h.
+    """
     n = A.shape[0]
+    norm = float(np.linalg.norm(A, 1)) * h
+    m = max(0, math.ceil(math.log2(norm / 0.5))) if norm > 0.5 else 0
+    s = h / 2 ** m
     block = np.zeros((2 * n, 2 * n))
     block[:n, :n], block[:n, n:], block[n:, n:] = A, two_D, -A.T
-    G = scipy.linalg.expm(block * h)
-    # The mean map from its own exponential: the block's is only accurate relative to the
-    # whole block's norm, which includes the growing e^{Ah}.
-    transition = scipy.linalg.expm(-A * h)
+    G = scipy.linalg.expm(block * s)
+    transition = scipy.linalg.expm(-A * s)
     Q = transition @ G[:n, n:]
+    for _ in range(m):
+        Q = Q + transition @ Q @ transition.T
+        transition = transition @ transition
     return transition, 0.5 * (Q + Q.T)
 
 
@@ -227,7 +238,7 @@ def _step_layout(model: str, solver: str, hp: Hyper, dt: Any,
             return eta, 1, 1
         h_top = _top_curvature(curv)
         rate = (math.sqrt(2 * h_top / (eta * (1 + beta))) if model == "langevin"
-                else h_top)
+                else h_top / (1 - beta))
         n_sub = max(1, math.ceil(eta * rate / DEFAULT_STEP_RESOLUTION - 1e-9))
         return eta / n_sub, n_sub, 1
     dt = _checks.finite_float("dt", dt, low=0.0, low_open=True)
@@ -251,22 +262,12 @@ def _step_layout(model: str, solver: str, hp: Hyper, dt: Any,
 
 def generator(prob, hp: Hyper, model: str, noise: Any, *, sampling: str,
               sigma2: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """(A, 2D) of dx = −A x dt + √(2D) dW for a constant noise (theory.md §3).
+    """(A, 2D) of dx = −A x dt + √(2D) dW for a constant noise (theory.md §3)."""
+    from .theory import continuous
 
-    ``langevin``: x = (θ − μ, v), A = [[0, −I], [a(H + λI), 2γI]], 2D = diag(0, a²ηC);
-    ``sme``: x = θ − μ, A = H + λI, 2D = ηC.
-    """
-    d = prob.dim
-    eta, beta = hp.lr, hp.momentum
-    curv = np.asarray(prob.hessian(), np.float64) + hp.weight_decay * np.eye(d)
-    C = noise_models.per_step_covariance(prob, hp, noise, sampling=sampling, sigma2=sigma2)
-    if model == "sme":
-        return curv, eta * C
-    a = 2.0 / (eta * (1 + beta))
-    A = np.block([[np.zeros((d, d)), -np.eye(d)], [a * curv, a * (1 - beta) * np.eye(d)]])
-    two_D = np.zeros((2 * d, 2 * d))
-    two_D[d:, d:] = a * a * eta * C
-    return A, two_D
+    return (continuous.drift_matrix(prob, hp, model=model),
+            continuous.diffusion_matrix(prob, hp, noise, sampling=sampling, sigma2=sigma2,
+                                        model=model))
 
 
 def sde_params(prob, hp: Hyper, model: str, solver: str, noise: Any, *, sampling: str,
@@ -278,9 +279,12 @@ def sde_params(prob, hp: Hyper, model: str, solver: str, noise: Any, *, sampling
     d = prob.dim
     curv = np.asarray(prob.hessian(), np.float64) + lam * np.eye(d)
     mu = np.asarray(prob.minimiser(lam), np.float64)
-    a = 2.0 / (eta * (1 + beta))
-    friction = a * (1 - beta)
-    amp = a * math.sqrt(eta) if model == "langevin" else math.sqrt(eta)
+    if model == "langevin":
+        a = 2.0 / (eta * (1 + beta))
+        friction, amp = a * (1 - beta), a * math.sqrt(eta)
+    else:   # dθ = −∇L_λ dt/(1 − β) + √η F dW/(1 − β)
+        a = 1.0 / (1 - beta)
+        friction, amp = 0.0, math.sqrt(eta) / (1 - beta)
     p: dict[str, Any] = {"lr": eta, "dt": dt, "mu": mu, "curvature": curv, "force": a,
                          "friction": friction, "noise_amp": amp}
     if solver == "baoab":
@@ -332,7 +336,7 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         solver: ``"baoab"`` (default), ``"em"``, ``"exact"`` or ``"diffrax"``.
         dt: integrator step in continuous time; must be η·m or η/m for an integer m.
             Default: η for ``exact``; otherwise η/m with m the smallest integer giving
-            h·ω_max <= 0.1 (h·(h_max + λ) <= 0.1 for ``sme``).
+            h·ω_max <= 0.1 (h·(h_max + λ)/(1 − β) <= 0.1 for ``sme``).
         model: ``"langevin"`` (underdamped, default) or ``"sme"`` (first order).
         sampling: ``"iid"`` or ``"replacement"`` — the κ of the ``frozen``/``exact`` noise.
         sigma2: σ² of the ``paper``/``isotropic`` noise (defaults in :mod:`limitdyn.noise`).

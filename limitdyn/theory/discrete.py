@@ -306,3 +306,85 @@ def additive_mode_stationary(curvature: Any, lr: float, momentum: float,
     s2 = np.asarray(noise_var, np.float64)
     var_v = s2 / ((1 - momentum) * (1 + momentum - lr * h / 2))
     return lr * (1 + momentum) * var_v / (2 * h), var_v, lr * var_v / 2
+
+
+# --- lag covariance and displacement (theory.md §6) ----------------------------------------
+
+_STARTS = ("deterministic", "stationary")
+
+
+def discrete_lag_cov(prob: LinearRegression | Quadratic, hp: Hyper, lag_steps: int = 1,
+                     sampling: str = "iid") -> np.ndarray:
+    """E[x_k x_{k+lag}ᵀ] at stationarity, x = (θ − μ, v): C M̄ᵀ^lag (2d, 2d).
+
+    Exact with multiplicative noise too: ξ_k has zero mean given the past, so
+    E[x_{k+j} | x_k] = M̄^j x_k. C is :func:`discrete_stationary_cov`.
+    """
+    lag = _checks.integer("lag_steps", lag_steps, low=0)
+    C = discrete_stationary_cov(prob, hp, sampling)
+    model = DiscreteModel(prob, hp, sampling)
+    return C @ np.linalg.matrix_power(model.Mbar.T, lag)
+
+
+def _check_start(start: Any, theta0: Any, v0: Any) -> str:
+    start = _checks.choice("start", start, _STARTS)
+    if start == "stationary" and (theta0 is not None or v0 is not None):
+        raise ValueError("theta0 and v0 apply to start='deterministic' only")
+    return start
+
+
+def _step_indices(steps: Any) -> np.ndarray:
+    steps = _checks.real_array("steps", steps, ndim=1)
+    if np.any(steps < 0) or np.any(steps != np.round(steps)):
+        raise ValueError("steps must be non-negative integers")
+    return steps.astype(np.int64)
+
+
+def discrete_displacement(prob: LinearRegression | Quadratic, hp: Hyper, steps: Any,
+                          theta0: Any = None, v0: Any = None, sampling: str = "iid",
+                          start: str = "deterministic") -> np.ndarray:
+    """Exact E Δ_k = E‖θ_k − θ_0‖² of SGD with momentum (theory.md §6), shape (len(steps),).
+
+    ``start='deterministic'``: from (θ₀, v₀) (defaults μ, 0), ‖E θ_k − θ₀‖² + tr Cov θ_k by
+    :func:`discrete_moments`. ``start='stationary'``: 2 tr C_θθ − 2 tr[M̄^k C]_θθ with C the
+    stationary covariance (θ₀, v₀ must then be omitted).
+    """
+    start = _check_start(start, theta0, v0)
+    model = DiscreteModel(prob, hp, sampling)
+    d = model.d
+    if start == "deterministic":
+        mom = discrete_moments(prob, hp, steps, theta0, v0, sampling)
+        th0 = model.mu if theta0 is None else _checks.real_array("theta0", theta0, shape=(d,))
+        dev = mom.mean[:, :d] - th0
+        return np.sum(dev * dev, axis=1) + np.trace(mom.cov[:, :d, :d], axis1=1, axis2=2)
+    steps = _step_indices(steps)
+    C = discrete_stationary_cov(prob, hp, sampling)
+    out = np.empty(len(steps))
+    tr0 = np.trace(C[:d, :d])
+    k, Y = 0, C
+    for idx in np.argsort(steps, kind="stable"):
+        if steps[idx] > k:
+            Y = np.linalg.matrix_power(model.Mbar, int(steps[idx] - k)) @ Y
+            k = int(steps[idx])
+        out[idx] = 2 * tr0 - 2 * np.trace(Y[:d, :d])
+    return out
+
+
+def discrete_local_displacement(prob: LinearRegression | Quadratic, hp: Hyper, steps: Any,
+                                theta0: Any = None, v0: Any = None, sampling: str = "iid",
+                                start: str = "deterministic") -> np.ndarray:
+    """Exact E δ_k = E‖θ_k − θ_{k−1}‖² = η²(tr Cov v_k + ‖E v_k‖²) (theory.md §6).
+
+    The step ending at k (v_k = (θ_k − θ_{k−1})/η; at k = 0 the start velocity v₀).
+    ``start='stationary'``: the constant η² tr C_vv.
+    """
+    start = _check_start(start, theta0, v0)
+    if start == "stationary":
+        steps = _step_indices(steps)
+        C = discrete_stationary_cov(prob, hp, sampling)
+        d = C.shape[0] // 2
+        return np.full(len(steps), hp.lr ** 2 * np.trace(C[d:, d:]))
+    mom = discrete_moments(prob, hp, steps, theta0, v0, sampling)
+    d = mom.mean.shape[1] // 2
+    mv = mom.mean[:, d:]
+    return hp.lr ** 2 * (np.trace(mom.cov[:, d:, d:], axis1=1, axis2=2) + np.sum(mv * mv, axis=1))
