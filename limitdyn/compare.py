@@ -89,7 +89,10 @@ def _cov_rows(quantity, step, est, pred, se, k, precision) -> list[Row]:
     for b in BLOCKS:
         p = phase_block(pred, b)
         # θv blocks can vanish (continuous model, β = 0 start): fall back to the whole matrix
-        denom = float(np.linalg.norm(p)) or float(np.linalg.norm(pred))
+        whole = float(np.linalg.norm(pred))
+        denom = float(np.linalg.norm(p))
+        if denom <= 1e-9 * whole:     # zero up to rounding: relative to the whole matrix
+            denom = whole
         rows.append(_row(quantity, step, b, phase_block(est, b), p, phase_block(se, b), k,
                          denom, precision))
     return rows
