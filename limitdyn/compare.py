@@ -91,7 +91,7 @@ def _cov_rows(quantity, step, est, pred, se, k, precision) -> list[Row]:
         # θv blocks can vanish (continuous model, β = 0 start): fall back to the whole matrix
         whole = float(np.linalg.norm(pred))
         denom = float(np.linalg.norm(p))
-        if denom <= 1e-9 * whole:     # zero up to rounding: relative to the whole matrix
+        if denom <= 1e-6 * whole:     # zero up to rounding: relative to the whole matrix
             denom = whole
         rows.append(_row(quantity, step, b, phase_block(est, b), p, phase_block(se, b), k,
                          denom, precision))

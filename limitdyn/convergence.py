@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _checks
 from .hyper import Hyper
-from .problems import LinearRegression, Quadratic
+from .problems import LinearRegression, Quadratic, hessian64
 from .sde import MODELS, SDESpec, _van_loan, generator, sde_params
 from .sgd import State
 
@@ -97,7 +97,7 @@ def weak_order(prob: LinearRegression | Quadratic, hp: Hyper, solver: str, *,
     with jax.enable_x64(True):
         mu = np.asarray(prob.minimiser(hp.weight_decay), np.float64)
     if theta0 is None:
-        theta0 = mu + np.linalg.eigh(np.asarray(prob.hessian(), np.float64))[1][:, -1]
+        theta0 = mu + np.linalg.eigh(hessian64(prob))[1][:, -1]
     theta0 = _checks.real_array("theta0", theta0, shape=(d,))
     with jax.enable_x64(True):
         T = horizon * hp.lr

@@ -42,7 +42,7 @@ import numpy as np
 
 from . import _checks, samplers
 from .hyper import Hyper
-from .problems import LinearRegression, Quadratic
+from .problems import LinearRegression, Quadratic, hessian64
 
 NOISE_MODELS = ("paper", "frozen", "exact", "isotropic")
 CONSTANT_KINDS = ("paper", "frozen", "isotropic", "matrix")
@@ -95,7 +95,7 @@ def _default_sigma2(prob, hp: Hyper, mu: np.ndarray) -> float:
         X, y = prob.numpy()
         r = X @ mu - y
         return float(np.mean(r * r))          # 2 · (1/2N)‖r‖²
-    H = np.asarray(prob.hessian(), np.float64)
+    H = hessian64(prob)
     trH = np.trace(H)
     if trH <= 0:
         raise ValueError("noise='paper' needs a Hessian with positive trace")
@@ -149,7 +149,7 @@ def per_step_covariance(prob: LinearRegression | Quadratic, hp: Hyper, noise: An
     k = kappa(prob, hp, sampling)
     if name == "paper":
         s2 = _default_sigma2(prob, hp, mu) if sigma2 is None else sigma2
-        return s2 * np.asarray(prob.hessian(), np.float64) / _batch_size(prob, hp)
+        return s2 * hessian64(prob) / _batch_size(prob, hp)
     if name == "isotropic":
         s2 = float(np.trace(k * _empirical_cov(prob, mu)) / d) if sigma2 is None else sigma2
         return s2 * np.eye(d)

@@ -228,6 +228,15 @@ class Quadratic:
         return f"Quadratic(d={self.dim}, dtype={self.H.dtype})"
 
 
+def hessian64(prob: LinearRegression | Quadratic) -> np.ndarray:
+    """The Hessian in float64 from the float64 data (``prob.hessian()`` computes in the
+    data's dtype, float32 by default — not precise enough for theory)."""
+    if isinstance(prob, LinearRegression):
+        X, _ = prob.numpy()
+        return X.T @ X / X.shape[0]
+    return np.asarray(prob.H, np.float64)
+
+
 def _check_psd(name: str, A: np.ndarray) -> None:
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"{name} must be square, got shape {A.shape}")

@@ -51,7 +51,7 @@ from jax import lax
 from . import _checks, _meta
 from . import noise as noise_models
 from .hyper import Hyper
-from .problems import LinearRegression, Quadratic, _as_key
+from .problems import LinearRegression, Quadratic, _as_key, hessian64
 from .result import Result
 from .runner import (
     _start_points,
@@ -279,7 +279,7 @@ def sde_params(prob, hp: Hyper, model: str, solver: str, noise: Any, *, sampling
     spec_noise, noise_params = noise_models.resolve(prob, hp, noise, sampling=sampling,
                                                     sigma2=sigma2, dtype=dtype)
     d = prob.dim
-    curv = np.asarray(prob.hessian(), np.float64) + lam * np.eye(d)
+    curv = hessian64(prob) + lam * np.eye(d)
     mu = np.asarray(prob.minimiser(lam), np.float64)
     if model == "langevin":
         a = 2.0 / (eta * (1 + beta))
@@ -371,7 +371,7 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         raise ValueError("diffrax_solver applies to solver='diffrax' only")
     dtype = np.dtype(jnp.result_type(float))
     lam = hp.weight_decay
-    curv = np.asarray(prob.hessian(), np.float64) + lam * np.eye(prob.dim)
+    curv = hessian64(prob) + lam * np.eye(prob.dim)
     dt, n_sub, stride = _step_layout(model, solver, hp, dt, curv)
     if n_steps % stride:
         raise ValueError(f"n_steps={n_steps} must be a multiple of dt/η={stride}")
