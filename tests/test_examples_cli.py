@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("script,args", [
     ("examples/quickstart.py", ["--n-traj", "64", "--n-steps", "100"]),
+    ("examples/continuous_vs_discrete.py", ["--n-traj", "64", "--n-steps", "100"]),
     ("benchmarks/sgd_linreg.py", ["--quick", "--out", "{tmp}/b1.json"]),
 ])
 def test_scripts_run(script, args, tmp_path, monkeypatch, capsys):
