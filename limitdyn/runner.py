@@ -204,7 +204,9 @@ def _signature(tree) -> tuple:
 
 
 def _compiled(name: str, fn: Callable, static: Any, args: tuple) -> tuple[Callable, float]:
-    cache_key = (name, static, _signature(args))
+    # The random stream depends on these settings, and traced code reads them.
+    config = (bool(jax.config.jax_threefry_partitionable), str(jax.config.jax_default_prng_impl))
+    cache_key = (name, static, _signature(args), config)
     if cache_key in _COMPILED:
         return _COMPILED[cache_key], 0.0
     t0 = time.perf_counter()

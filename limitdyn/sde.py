@@ -48,7 +48,7 @@ import numpy as np
 import scipy.linalg
 from jax import lax
 
-from . import _checks, _meta
+from . import _checks, _meta, _prng
 from . import noise as noise_models
 from .hyper import Hyper
 from .problems import LinearRegression, Quadratic, _as_key, hessian64
@@ -98,10 +98,28 @@ class SDESpec:
     def lr(self, params: dict[str, Any]) -> jax.Array:
         return params["lr"]
 
+    # --- the whole batch: one fused draw of the step's normals ------------------------
+    def batched_step(self, traj_keys: jax.Array, state: State, aux: Any, k: jax.Array,
+                     params: dict[str, Any]) -> tuple[State, Any]:
+        """All trajectories, one step; the same numbers as ``vmap(step)`` with keys
+        ``fold_in(key_i, k)``, drawn by :mod:`limitdyn._prng` where that is bit-identical."""
+        dtype = state.theta.dtype
+        if not _prng.available(traj_keys, dtype):
+            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(traj_keys, k)
+            return jax.vmap(self.step, in_axes=(0, 0, 0, None, None))(keys, state, aux, k,
+                                                                        params)
+        z = _prng.trajectory_normals(traj_keys, k, self.n_sub * self.n_normals)
+        z = z.reshape(state.theta.shape[0], self.n_sub, self.n_normals)
+        return jax.vmap(self.advance, in_axes=(0, 0, None))(state, z, params), aux
+
     # --- one trajectory -----------------------------------------------------------------
     def step(self, key: jax.Array, state: State, aux: Any, k: jax.Array,
              params: dict[str, Any]) -> tuple[State, Any]:
-        z = jax.random.normal(key, (self.n_sub, self.n_normals), state.theta.dtype)
+        z = jax.random.normal(key, (self.n_sub * self.n_normals,), state.theta.dtype)
+        return self.advance(state, z.reshape(self.n_sub, self.n_normals), params), aux
+
+    def advance(self, state: State, z: jax.Array, params: dict[str, Any]) -> State:
+        """One runner step (``n_sub`` integrator steps) driven by normals z (n_sub, r)."""
         theta_before = state.theta
         if self.n_sub == 1:
             state = self.substep(state, z[0], params)
@@ -110,7 +128,7 @@ class SDESpec:
                                   lambda i, s: self.substep(s, z[i], params), state)
         if self.model == "sme":
             state = State(state.theta, (state.theta - theta_before) / params["lr"])
-        return state, aux
+        return state
 
     def substep(self, state: State, z: jax.Array, p: dict[str, Any]) -> State:
         """One integrator step of size dt driven by the standard normals ``z``."""
