@@ -301,7 +301,7 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         keep_trajectories: also return the states at the recorded steps, (T, K, 2d).
         n_chunks: host-side chunks the run is split into (progress-bar updates); default 20
             with a progress bar and 1 without (each chunk boundary costs a host round trip).
-        progress: show a progress bar (default: only for runs of over 10⁸ trajectory-steps).
+        progress: show a progress bar (default: for runs of over 5·10⁶ trajectory-steps).
 
     Returns:
         A :class:`Result`.
@@ -322,8 +322,8 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         if not 1 <= batch_size <= n_examples:
             raise ValueError(f"Hyper.batch_size must be in [1, N={n_examples}] for this problem, "
                              f"got {batch_size}")
-    if progress is None:
-        progress = n_traj * n_steps > 10**8
+    if progress is None:   # a bar for runs of more than a few seconds
+        progress = n_traj * n_steps > 5 * 10**6
     n_chunks = (20 if progress else 1) if n_chunks is None else _checks.integer(
         "n_chunks", n_chunks, low=1)
     keep_trajectories = bool(keep_trajectories)

@@ -79,16 +79,9 @@ def iid(n_examples: int, batch_size: int) -> Sampler:
         # Floyd: for j = N−S … N−1 draw t uniform on [0, j]; take t unless already taken,
         # in which case take j (never taken before). The resulting set is uniform.
         draws = _uniform_indices(key, tops + 1, (s,), n)
-        if s <= 64:
-            # Unrolled over scalars: one fused elementwise kernel across trajectories.
-            chosen: list[jax.Array] = []
-            for i in range(s):
-                taken = jnp.zeros((), bool)
-                for c in chosen:
-                    taken = taken | (c == draws[i])
-                chosen.append(jnp.where(taken, tops[i], draws[i]))
-            return jnp.stack(chosen), state
 
+        # A rolled loop of S vector compares: compiles in ~2 s where the unrolled S²/2
+        # scalar compares took 8–14 s, and runs as fast (measured at S = 32).
         def take(i, chosen):
             taken = jnp.any(chosen == draws[i])
             return chosen.at[i].set(jnp.where(taken, tops[i], draws[i]))

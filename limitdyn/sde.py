@@ -408,8 +408,8 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         spec = DiffraxSpec(model, solver, noise_spec, n_sub, stride, diffrax_solver)
     else:
         spec = SDESpec(model, solver, noise_spec, n_sub, stride)
-    if progress is None:
-        progress = n_traj * n_steps * n_sub > 10**8
+    if progress is None:   # a bar for runs of more than a few seconds
+        progress = n_traj * n_steps * n_sub * noise_spec.n_normals > 5 * 10**7
     n_chunks = (20 if progress else 1) if n_chunks is None else _checks.integer(
         "n_chunks", n_chunks, low=1)
     n_ticks = n_steps // stride

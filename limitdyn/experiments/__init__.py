@@ -1,0 +1,102 @@
+"""Named experiments: a typed configuration, a run function, a report.
+
+An experiment is registered with :func:`register`; ``limitdyn run NAME`` builds its
+configuration (defaults, then ``--quick`` overrides, then a TOML file, then ``--set``),
+creates a :class:`Context` and calls ``run(config, ctx)``, which returns ``True`` when
+every verdict passed. The context collects arrays (``data.npz``), figures, markdown
+sections (``report.md``), metrics, verdicts and timings (``summary.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from .. import _meta
+from ..io import RunDirectory, markdown_table
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    config_cls: type
+    quick: dict[str, Any]
+    run: Callable[[Any, Context], None]
+
+
+REGISTRY: dict[str, Experiment] = {}
+
+
+def register(name: str, description: str, config_cls: type, quick: dict[str, Any]):
+    def wrap(fn):
+        REGISTRY[name] = Experiment(name, description, config_cls, quick, fn)
+        return fn
+    return wrap
+
+
+class Context:
+    """What an experiment needs besides its configuration, and where its outputs go."""
+
+    def __init__(self, name: str, seed: int, out: RunDirectory, *, quick: bool,
+                 progress: bool, say: Callable[..., None]):
+        self.name, self.seed, self.out = name, seed, out
+        self.quick, self.progress, self.say = quick, progress, say
+        self.key = jax.random.key(seed)
+        self.sections: list[str] = []
+        self.metrics: dict[str, Any] = {}
+        self.verdicts: dict[str, dict[str, Any]] = {}
+        self.timings: dict[str, float] = {"compile_seconds": 0.0, "run_seconds": 0.0}
+        self.started = time.perf_counter()
+
+    def subkey(self, i: int) -> jax.Array:
+        return jax.random.fold_in(self.key, i)
+
+    def timed(self, result):
+        """Add a Result's compile and run time to the run's totals; return the result."""
+        for k in ("compile_seconds", "run_seconds"):
+            self.timings[k] += float(result.metadata.get(k, 0.0))
+        return result
+
+    def section(self, title: str, text: str) -> None:
+        self.sections.append(f"## {title}\n\n{text.strip()}\n")
+        self.say(f"\n{title}\n{text.strip()}")
+
+    def table(self, title: str, header: list[str], rows: list[list[Any]],
+              note: str = "") -> None:
+        self.section(title, markdown_table(header, rows) + (f"\n\n{note}" if note else ""))
+
+    def figure(self, fig, name: str, caption: str) -> None:
+        self.out.save_figure(fig, name)
+        self.sections.append(f"![{caption}]({name})\n\n*{caption}*\n")
+        self.say(f"figure {name}: {caption}")
+
+    def verdict(self, name: str, passed: bool, detail: str) -> None:
+        self.verdicts[name] = {"passed": bool(passed), "detail": detail}
+        self.say(f"[{'PASS' if passed else 'FAIL'}] {name}: {detail}")
+
+    @property
+    def passed(self) -> bool:
+        return all(v["passed"] for v in self.verdicts.values())
+
+    def report(self, title: str, intro: str) -> str:
+        verdicts = "\n".join(f"- **{'PASS' if v['passed'] else 'FAIL'}** `{k}`: {v['detail']}"
+                             for k, v in self.verdicts.items())
+        return (f"# {title}\n\n{intro.strip()}\n\n## Verdicts\n\n{verdicts}\n\n"
+                + "\n".join(self.sections))
+
+    def environment(self) -> dict[str, Any]:
+        env = _meta.environment(self.key)
+        env["jax_default_prng_impl"] = str(jax.config.jax_default_prng_impl)
+        return env
+
+
+def _load() -> None:
+    from . import diffusion, validate  # noqa: F401  (registration side effects)
+
+
+_load()

@@ -1,0 +1,274 @@
+"""Experiment ``validate``: discrete SGD, the Langevin SDE and both theories side by side.
+
+Linear regression (synthetic, or the user's ``data=PATH.npz`` with arrays ``X``, ``y``):
+SGD with ``iid`` and ``reshuffle`` minibatches, the underdamped Langevin SDE with the
+paper's noise σ²H/S (exact-in-distribution stepper) and with the exact state-dependent
+noise κΣ(θ) (BAOAB), the exact discrete theory (theory.md §5) and the continuous theory
+(§3–§4). Verdicts: SGD matches the exact discrete theory (stationary and transient, 4 SE);
+each SDE matches its continuous theory (4 SE); the continuous model's error against the
+exact discrete moments is first order in η; exact noise beats the paper's noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from ..config import ConfigError
+from ..io import markdown_table
+from . import Context, register
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateConfig:
+    n: int = 512                       # examples (synthetic data)
+    d: int = 16                        # parameters (synthetic data)
+    spectrum: tuple[float, ...] = (0.1, 1.0)   # Hessian eigenvalues, log-spaced (synthetic)
+    noise_std: float = 0.5             # label noise (synthetic)
+    data: str = ""                     # optional .npz with X (N, d) and y (N,)
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    n_traj: int = 4096                 # SGD trajectories
+    n_steps: int = 2000                # SGD horizon; window = second half
+    sde_n_traj: int = 1024             # SDE trajectories (exact noise costs N normals a step)
+    sde_n_steps: int = 1000
+    transient_steps: int = 300
+    n_lrs: int = 6                     # learning rates for the error-vs-η fit …
+    lr_span: float = 10.0              # … log-spaced over [lr / lr_span, lr]
+
+    def validate(self) -> None:
+        for name in ("n", "d", "n_traj", "n_steps", "sde_n_traj", "sde_n_steps",
+                     "transient_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("n_traj", "sde_n_traj"):
+            if getattr(self, name) < 64:
+                raise ValueError(f"{name} must be >= 64 (32 trajectory groups for the "
+                                 f"standard errors), got {getattr(self, name)}")
+        if self.n_lrs < 3:
+            raise ValueError(f"n_lrs must be >= 3 to fit a slope, got {self.n_lrs}")
+        if self.lr_span <= 1:
+            raise ValueError(f"lr_span must be > 1, got {self.lr_span}")
+        if len(self.spectrum) != 2 or not 0 < self.spectrum[0] <= self.spectrum[1]:
+            raise ValueError(f"spectrum must be two numbers 0 < low <= high, got "
+                             f"{self.spectrum}")
+        if self.data and not os.path.isfile(self.data):
+            raise ValueError(f"data file not found: {self.data}")
+
+
+QUICK = dict(n=256, d=8, n_traj=1024, n_steps=600, sde_n_traj=512, sde_n_steps=500,
+             transient_steps=150, n_lrs=5)
+
+
+def _problem(cfg: ValidateConfig, ctx: Context):
+    import limitdyn as ld
+
+    if not cfg.data:
+        return ld.LinearRegression.synthetic(ctx.subkey(0), n=cfg.n, d=cfg.d,
+                                             spectrum=cfg.spectrum, noise_std=cfg.noise_std)
+    try:
+        with np.load(cfg.data, allow_pickle=False) as f:
+            if "X" not in f.files or "y" not in f.files:
+                raise ConfigError(f"data file {cfg.data} must hold arrays 'X' and 'y', has "
+                                  f"{', '.join(f.files) or 'none'}")
+            X, y = f["X"], f["y"]
+    except (OSError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"cannot read data file {cfg.data}: {err}") from None
+    try:
+        return ld.LinearRegression(X, y)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"data file {cfg.data}: {err}") from None
+
+
+def _rel(a, b) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@register("validate", "SGD (iid, reshuffle), the Langevin SDE (paper, exact noise), exact "
+          "discrete and continuous theory side by side on linear regression",
+          ValidateConfig, QUICK)
+def run_validate(cfg: ValidateConfig, ctx: Context):
+    import limitdyn as ld
+    from limitdyn import theory
+
+    prob = _problem(cfg, ctx)
+    if cfg.batch_size > prob.n_examples:
+        raise ConfigError(f"batch_size must be <= N={prob.n_examples}, got {cfg.batch_size}")
+    try:
+        hp = ld.Hyper(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                      batch_size=cfg.batch_size)
+        stab = theory.stability(prob, hp)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if not stab["stable"]:
+        raise ConfigError(f"lr={cfg.lr} is outside the discrete stability region; the largest "
+                          f"stable lr here is {stab['max_lr']:.4g}")
+    d = prob.dim
+    ctx.say(f"{prob!r}, {hp}")
+    H = ld.problems.hessian64(prob)
+    curv, vecs = np.linalg.eigh(H)
+    planes = {"stiffest": -1, "flattest": 0}
+
+    # --- theory ------------------------------------------------------------------------
+    disc = theory.discrete_stationary_cov(prob, hp, sampling="iid")
+    cont = {noise: theory.continuous_stationary_cov(prob, hp, noise) for noise in
+            ("paper", "exact")}
+    lrs = np.geomspace(cfg.lr / cfg.lr_span, cfg.lr, cfg.n_lrs)
+    approx = theory.continuous_error(prob, hp, lrs)
+
+    # --- ensembles -----------------------------------------------------------------------
+    prog = None if ctx.progress else False     # bars for the long runs only
+    sgd = ctx.timed(ld.simulate_sgd(prob, hp, ctx.subkey(1), cfg.n_traj, cfg.n_steps,
+                                    sampling="iid", keep_trajectories=True, progress=prog))
+    shuf = ctx.timed(ld.simulate_sgd(prob, hp, ctx.subkey(2), cfg.n_traj, cfg.n_steps,
+                                     sampling="reshuffle", progress=prog))
+    sde_paper = ctx.timed(ld.simulate_sde(prob, hp, ctx.subkey(3), cfg.sde_n_traj,
+                                          cfg.sde_n_steps, noise="paper", solver="exact",
+                                          progress=prog))
+    sde_exact = ctx.timed(ld.simulate_sde(prob, hp, ctx.subkey(4), cfg.sde_n_traj,
+                                          cfg.sde_n_steps, noise="exact", solver="baoab",
+                                          keep_trajectories=True, progress=prog))
+
+    # --- stationary covariance table -----------------------------------------------------
+    def blocks(C):
+        return (_rel(C, disc), _rel(C[:d, :d], disc[:d, :d]), _rel(C[d:, d:], disc[d:, d:]))
+
+    floor = {name: float(np.linalg.norm(r.stderr.stationary_cov) / np.linalg.norm(disc))
+             for name, r in (("sgd", sgd), ("shuf", shuf), ("sde_paper", sde_paper),
+                             ("sde_exact", sde_exact))}
+    rows = [
+        ["SGD, iid (Monte Carlo)", *blocks(sgd.stationary_cov), floor["sgd"]],
+        ["SGD, reshuffle (Monte Carlo)", *blocks(shuf.stationary_cov), floor["shuf"]],
+        ["SDE, paper noise σ²H/S (Monte Carlo)", *blocks(sde_paper.stationary_cov),
+         floor["sde_paper"]],
+        ["SDE, exact noise κΣ(θ) (Monte Carlo)", *blocks(sde_exact.stationary_cov),
+         floor["sde_exact"]],
+        ["continuous theory, paper noise", *blocks(cont["paper"]), 0.0],
+        ["continuous theory, exact noise", *blocks(cont["exact"]), 0.0],
+    ]
+    ctx.table("Stationary covariance against the exact discrete theory",
+              ["model", "rel. error (θ,v)", "θθ", "vv", "Monte Carlo floor"],
+              [[r[0], *(f"{v:.2%}" for v in r[1:])] for r in rows],
+              note="Relative Frobenius error ‖C − C_disc‖/‖C_disc‖; the floor is "
+                   "√(Σ SE²)/‖C_disc‖, the error expected from sampling alone. Reshuffled "
+                   "batches are a different process (no exact theory): its row shows how far.")
+    ctx.metrics.update({f"stationary_error_{k}": v for k, v in zip(
+        ("sgd_iid", "sgd_reshuffle", "sde_paper", "sde_exact", "continuous_paper",
+         "continuous_exact"), (r[1] for r in rows), strict=True)})
+
+    t_sgd = ld.compare(sgd, disc)
+    t_paper = ld.compare(sde_paper, cont["paper"])
+    t_exact = ld.compare(sde_exact, cont["exact"])
+    ctx.section("SGD (iid) against the exact discrete theory", f"```\n{t_sgd}\n```")
+    ctx.section("SDE against the continuous theory",
+                f"paper noise, exact stepper:\n```\n{t_paper}\n```\n\nexact noise, BAOAB "
+                f"(dt = {sde_exact.config['dt']:.4g}):\n```\n{t_exact}\n```")
+
+    # --- transient from a displaced start ------------------------------------------------
+    mu = np.asarray(prob.minimiser(hp.weight_decay), np.float64)
+    theta0 = mu + 0.5 * (vecs[:, -1] + vecs[:, 0])
+    rec = np.unique(np.round(np.linspace(0, cfg.transient_steps, 31)).astype(int))
+    tr_sgd = ctx.timed(ld.simulate_sgd(prob, hp, ctx.subkey(5), cfg.n_traj,
+                                       cfg.transient_steps, theta0=theta0, record=rec,
+                                       progress=prog))
+    tr_sde = ctx.timed(ld.simulate_sde(prob, hp, ctx.subkey(6), cfg.sde_n_traj,
+                                       cfg.transient_steps, noise="exact", solver="baoab",
+                                       theta0=theta0, record=rec, progress=prog))
+    every = np.arange(cfg.transient_steps + 1)         # theory lines at every step
+    m_disc = theory.discrete_moments(prob, hp, every, theta0)
+    m_cont = theory.continuous_moments(prob, hp, every, theta0, noise="exact")
+    t_tr = ld.compare(tr_sgd, m_disc)
+    ctx.metrics["transient_worst_ratio"] = t_tr.worst_ratio()
+
+    # --- verdicts --------------------------------------------------------------------------
+    ctx.verdict("sgd_matches_discrete_theory", t_sgd.passed and t_tr.passed,
+                f"stationary worst err/floor {t_sgd.worst_ratio():.2f}, transient "
+                f"{t_tr.worst_ratio():.2f} (pass <= 4)")
+    ctx.verdict("sde_matches_continuous_theory", t_paper.passed and t_exact.passed,
+                f"paper/exact stepper worst err/floor {t_paper.worst_ratio():.2f}, "
+                f"exact noise/BAOAB {t_exact.worst_ratio():.2f} (pass <= 4)")
+    slope, slope_se = approx.slopes["exact"], approx.slope_stderr["exact"]
+    ctx.verdict("continuous_error_is_first_order", 0.8 <= slope <= 1.2,
+                f"error of the exact-noise continuous model ∝ η^{slope:.3f} ± {slope_se:.3f} "
+                f"over η ∈ [{lrs[0]:.3g}, {lrs[-1]:.3g}] (pass in [0.8, 1.2])")
+    err_exact, err_paper = rows[3][1], rows[2][1]
+    ctx.verdict("exact_noise_beats_paper", err_exact < err_paper,
+                f"SDE vs exact discrete: exact noise {err_exact:.2%}, paper noise "
+                f"{err_paper:.2%}")
+    ctx.metrics.update({"continuous_error_slope_exact": slope,
+                        "continuous_error_slope_paper": approx.slopes["paper"],
+                        "reshuffle_over_iid_trace_theta": float(
+                            np.trace(shuf.stationary_cov[:d, :d])
+                            / np.trace(sgd.stationary_cov[:d, :d]))})
+    ctx.section("Continuous model against the exact discrete theory, by learning rate",
+                f"```\n{approx}\n```")
+
+    # --- figures ---------------------------------------------------------------------------
+    from . import _validate_plots as plots
+
+    ctx.figure(plots.mean_trajectory(tr_sgd, tr_sde, m_disc, m_cont, vecs, planes, mu),
+               "mean_trajectory.png",
+               "Mean of θ projected on the stiffest and flattest Hessian eigenvectors from a "
+               "displaced start: SGD and SDE ensembles (points, ±2 SE), exact discrete and "
+               "continuous theory (lines).")
+    steps = sgd.steps[sgd.steps > 0]
+    disp_theory = {
+        "discrete": (steps, theory.discrete_displacement(prob, hp, steps),
+                     theory.discrete_local_displacement(prob, hp, steps)),
+        "continuous": (steps, theory.global_displacement(prob, hp, steps, noise="exact"),
+                       theory.local_displacement(prob, hp, steps, noise="exact")),
+    }
+    ctx.figure(plots.displacement(sgd, sde_exact, disp_theory), "displacement.png",
+               "Global displacement ‖θ_k − θ_0‖² and local displacement ‖θ_k − θ_{k−1}‖² "
+               "from the minimiser: ensembles (points, ±2 SE) and theory (lines).")
+    current = theory.probability_current(prob, hp, "exact")
+    ctx.figure(plots.phase_space(sgd, sde_exact, disc, cont["exact"], current, vecs, planes,
+                                 curv),
+               "phase_space.png",
+               "Stationary phase-space clouds in the stiffest and flattest eigenplanes "
+               "(θ_i = e_iᵀ(θ − μ), v_i = e_iᵀv): SGD and SDE samples, 2σ ellipses of the "
+               "discrete and continuous theory, arrows: the continuous model's probability "
+               "current velocity −QUx (clockwise rotation).")
+    mc_points = {
+        "SDE exact noise (MC)": (hp.lr, rows[3][1], floor["sde_exact"]),
+        "SDE paper noise (MC)": (hp.lr, rows[2][1], floor["sde_paper"]),
+    }
+    ctx.figure(plots.error_vs_lr(approx, mc_points), "error_vs_lr.png",
+               "Error of the continuous model's stationary covariance against the exact "
+               "discrete theory, by learning rate and noise model, with fitted slopes; "
+               "Monte Carlo points at the run's η (±2 floor).")
+
+    # --- data ------------------------------------------------------------------------------
+    for name, r in (("sgd_iid", sgd), ("sgd_reshuffle", shuf), ("sde_paper", sde_paper),
+                    ("sde_exact", sde_exact), ("transient_sgd", tr_sgd),
+                    ("transient_sde", tr_sde)):
+        ctx.out.add_arrays(name, steps=r.steps, mean=r.mean, cov=r.cov,
+                           se_mean=r.stderr.mean, displacement=r.displacement,
+                           se_displacement=r.stderr.displacement,
+                           local_displacement=r.local_displacement,
+                           stationary_cov=r.stationary_cov,
+                           se_stationary_cov=r.stderr.stationary_cov, n_alive=r.n_alive)
+    ctx.out.add_arrays("theory", discrete_stationary_cov=disc,
+                       continuous_paper_cov=cont["paper"], continuous_exact_cov=cont["exact"],
+                       transient_steps=every, transient_discrete_mean=m_disc.mean,
+                       transient_continuous_mean=m_cont.mean, hessian_eigenvalues=curv,
+                       hessian_eigenvectors=vecs, displacement_steps=steps,
+                       discrete_displacement=disp_theory["discrete"][1],
+                       continuous_displacement=disp_theory["continuous"][1],
+                       approx_lrs=approx.lrs,
+                       **{f"approx_error_{k}": v for k, v in approx.errors.items()})
+    intro = (f"Linear regression with N = {prob.n_examples}, d = {d}"
+             f"{' (from ' + cfg.data + ')' if cfg.data else ''}; η = {hp.lr}, β = "
+             f"{hp.momentum}, λ = {hp.weight_decay}, S = {cfg.batch_size}; "
+             f"{cfg.n_traj} SGD and {cfg.sde_n_traj} SDE trajectories, seed {ctx.seed}.\n\n"
+             + markdown_table(["", "value"], [
+                 ["Hessian eigenvalues", f"{curv[0]:.3g} … {curv[-1]:.3g}"],
+                 ["largest stable lr (second-moment map)", f"{stab['max_lr']:.4g}"],
+                 ["SDE step (BAOAB)", f"{sde_exact.config['dt']:.4g}"]]))
+    return "limitdyn validate", intro
