@@ -29,6 +29,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
+def _config_keys() -> str:
+    """Every experiment's configuration keys and defaults, for ``run --help``."""
+    import dataclasses
+    import textwrap
+
+    from . import experiments
+
+    parts = ["configuration keys (set with --set key=value or in --config FILE.toml):"]
+    for exp in experiments.REGISTRY.values():
+        keys = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(exp.config_cls))
+        parts.append(textwrap.fill(f"{exp.name}: {keys}", width=92, initial_indent="  ",
+                                   subsequent_indent="    "))
+    return "\n".join(parts)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="limitdyn", description="SGD-with-momentum ensembles, their "
                      "Langevin limits, and exact theory. Exit codes: 0 success, 1 a verdict "
@@ -37,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list the experiments with a one-line description")
     run = sub.add_parser("run", help="run an experiment and write its report",
                          description="Run a named experiment. Its configuration starts from "
-                         "the defaults, then --quick, then --config, then --set.")
+                         "the defaults, then --quick, then --config, then --set.",
+                         epilog=_config_keys(), formatter_class=argparse.RawTextHelpFormatter)
     run.add_argument("experiment", help="experiment name (see `limitdyn list`)")
     run.add_argument("--config", metavar="FILE.toml", help="configuration file (TOML)")
     run.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
