@@ -40,7 +40,8 @@ def main(argv=None):
     runs = {"SGD (iid)": ld.simulate_sgd(prob, hp, key, args.n_traj, args.n_steps)}
     for noise in ("exact", "paper"):
         runs[f"SDE {noise} noise"] = ld.simulate_sde(prob, hp, key, args.n_traj, args.n_steps,
-                                                     noise=noise, solver="baoab")
+                                                     noise=noise, solver="baoab",
+                                                     progress=False)
     print("stationary (θ, v) covariance against the exact discrete theory")
     for name, res in runs.items():
         err = np.linalg.norm(res.stationary_cov - exact) / np.linalg.norm(exact)

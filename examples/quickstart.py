@@ -1,6 +1,6 @@
 """Quickstart: an SGD-with-momentum ensemble against the exact discrete theory.
 
-    python examples/quickstart.py                 # 4096 trajectories, about a minute on 2 cores
+    python examples/quickstart.py                 # 4096 trajectories, about 15 s on 2 cores
     python examples/quickstart.py --n-traj 64 --n-steps 100   # seconds
 """
 
