@@ -17,6 +17,7 @@ from .result import Result, Stderr
 from .runner import simulate_sgd
 from .sde import simulate_sde
 from .sgd import State
+from .stability import DivergenceError, StabilityWarning
 
 try:
     __version__ = version("limitdyn")
@@ -25,10 +26,12 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 __all__ = [
     "Comparison",
+    "DivergenceError",
     "Hyper",
     "LinearRegression",
     "Quadratic",
     "Result",
+    "StabilityWarning",
     "State",
     "Stderr",
     "__version__",

@@ -25,7 +25,7 @@ import numpy as np
 from jax import lax
 from tqdm.auto import tqdm
 
-from . import _checks, _meta, estimators, samplers, sgd
+from . import _checks, _meta, estimators, samplers, sgd, stability
 from .hyper import Hyper
 from .problems import LinearRegression, Quadratic, _as_key
 from .result import Result, Stderr
@@ -275,7 +275,7 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
                  burn_in: int | None = None, *, record: str | Any = "log", n_record: int = 50,
                  window_every: int | None = None, n_groups: int | None = None,
                  keep_trajectories: bool = False, n_chunks: int | None = None,
-                 progress: bool | None = None) -> Result:
+                 progress: bool | None = None, check_stability: bool = True) -> Result:
     """Simulate ``n_traj`` independent SGD-with-momentum trajectories for ``n_steps`` steps.
 
     The update is theory.md §1 (``sgd.step``); minibatches come from ``sampling``
@@ -302,6 +302,12 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         n_chunks: host-side chunks the run is split into (progress-bar updates); default 20
             with a progress bar and 1 without (each chunk boundary costs a host round trip).
         progress: show a progress bar (default: for runs of over 5·10⁶ trajectory-steps).
+        check_stability: before running, warn (:class:`~limitdyn.stability.StabilityWarning`)
+            when ``hp`` is outside or within 10% of the discrete stability region, naming
+            the largest stable lr (problems with a known Hessian, d <= 256).
+
+    Raises:
+        DivergenceError: every trajectory diverged (quotes the stability bound).
 
     Returns:
         A :class:`Result`.
@@ -334,11 +340,15 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     dtype = np.dtype(jnp.result_type(float))
     theta_start = jnp.asarray(_start_points("theta0", theta0, mu, n_traj), dtype)
     v_start = jnp.asarray(_start_points("v0", v0, np.zeros_like(mu), n_traj), dtype)
+    if check_stability:
+        stability.precheck(prob, hp, sampling)
     spec = SGDSpec(sampling, n_examples, batch_size)
     traced_hp = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), hp)
     stats, timings = run_ensemble(spec, (prob, traced_hp), key, theta_start, v_start, schedule,
                                   n_groups=n_groups, keep_trajectories=keep_trajectories,
                                   progress=progress, description="simulate_sgd")
+    stability.raise_if_all_diverged(int(stats["n_alive"][-1]), n_traj, n_steps, prob, hp,
+                                    sampling, "simulate_sgd")
     config = {
         "kind": "sgd", "problem": repr(prob), "dim": prob.dim, "n_examples": n_examples,
         "hyper": hp.to_dict() | {"batch_size": batch_size}, "sampling": sampling,

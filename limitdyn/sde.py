@@ -48,7 +48,7 @@ import numpy as np
 import scipy.linalg
 from jax import lax
 
-from . import _checks, _meta, _prng
+from . import _checks, _meta, _prng, stability
 from . import noise as noise_models
 from .hyper import Hyper
 from .problems import LinearRegression, Quadratic, _as_key, hessian64
@@ -429,6 +429,11 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     stats, timings = run_ensemble(spec, params, key, theta_start, v_start, schedule,
                                   n_groups=n_groups, keep_trajectories=bool(keep_trajectories),
                                   progress=progress, description=f"simulate_sde[{solver}]")
+    if int(stats["n_alive"][-1]) == 0:
+        raise stability.DivergenceError(
+            f"simulate_sde: all {n_traj} trajectories diverged within {n_steps} steps "
+            f"(solver {solver!r}, dt={dt:g}); the continuous model is stable for any lr, so "
+            f"the integrator is: use a smaller dt, or solver 'exact'/'baoab'")
     config = {
         "kind": "sde", "model": model, "solver": solver, "noise": noise_spec.name,
         "sigma2": sigma2, "dt": dt, "substeps_per_step": n_sub, "problem": repr(prob),

@@ -1,6 +1,7 @@
 """Public API: input validation before compilation, results on disk, divergence accounting."""
 
 import logging
+import warnings
 
 import jax
 import numpy as np
@@ -100,9 +101,35 @@ def test_diverged_trajectories_are_counted_and_excluded():
     starts = np.tile(mu, (8, 1))
     starts[:4] += 1e10                        # these pass the 1.8e16 bound after ~30 steps
     starts[4:] += 1e-3                        # these need ~90 steps
-    res = ld.simulate_sgd(prob, hp, KEY, n_traj=8, n_steps=60, theta0=starts, record="linear",
-                          n_record=6, n_groups=2)
+    with pytest.warns(ld.StabilityWarning, match="outside the discrete stability region"):
+        res = ld.simulate_sgd(prob, hp, KEY, n_traj=8, n_steps=60, theta0=starts,
+                              record="linear", n_record=6, n_groups=2)
     assert res.n_alive[0] == 8
     assert res.n_alive[-1] == 4 and res.n_diverged[-1] == 4
     assert np.all(np.isfinite(res.mean)) and np.all(np.isfinite(res.cov))
     assert np.isfinite(res.stationary_cov).all()
+
+
+def test_stability_precheck_warns_outside_and_near_the_edge():
+    prob = ld.LinearRegression.synthetic(jax.random.key(4), n=64, d=4, spectrum=(0.2, 1.0))
+    hp = ld.Hyper(lr=0.1, momentum=0.9, batch_size=16)
+    edge = ld.theory.stability(prob, hp)["max_lr"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # well inside: no warning
+        ld.simulate_sgd(prob, hp, KEY, n_traj=8, n_steps=5)
+    with pytest.warns(ld.StabilityWarning, match=f"within 10% of the edge.*{edge:.4g}"):
+        ld.simulate_sgd(prob, hp.replace(lr=0.95 * edge), KEY, n_traj=8, n_steps=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ld.simulate_sgd(prob, hp.replace(lr=0.95 * edge), KEY, n_traj=8, n_steps=5,
+                        check_stability=False)
+
+
+def test_every_trajectory_diverging_is_an_error_quoting_the_bound():
+    prob = ld.LinearRegression.synthetic(jax.random.key(4), n=16, d=2, spectrum=(0.5, 1.0))
+    hp = ld.Hyper(lr=2.6, batch_size=16)
+    with pytest.warns(ld.StabilityWarning):
+        with pytest.raises(ld.DivergenceError, match=r"all 8 trajectories diverged.*outside "
+                           r"the discrete stability region.*largest stable lr .* ≈ 2"):
+            ld.simulate_sgd(prob, hp, KEY, n_traj=8, n_steps=200, n_groups=2,
+                            theta0=np.asarray(prob.minimiser()) + 1e-3)   # full batch: no noise

@@ -186,6 +186,11 @@ def run_validate(cfg: ValidateConfig, ctx: Context):
     t_tr = ld.compare(tr_sgd, m_disc)
     ctx.metrics["transient_worst_ratio"] = t_tr.worst_ratio()
 
+    for name, r in (("sgd_iid", sgd), ("sgd_reshuffle", shuf), ("sde_paper", sde_paper),
+                    ("sde_exact", sde_exact), ("transient_sgd", tr_sgd),
+                    ("transient_sde", tr_sde)):
+        ctx.metrics[f"diverged_{name}"] = int(r.n_diverged[-1])     # at the last step
+
     # --- verdicts --------------------------------------------------------------------------
     ctx.verdict("sgd_matches_discrete_theory", t_sgd.passed and t_tr.passed,
                 f"stationary worst err/floor {t_sgd.worst_ratio():.2f}, transient "
@@ -270,5 +275,7 @@ def run_validate(cfg: ValidateConfig, ctx: Context):
              + markdown_table(["", "value"], [
                  ["Hessian eigenvalues", f"{curv[0]:.3g} … {curv[-1]:.3g}"],
                  ["largest stable lr (second-moment map)", f"{stab['max_lr']:.4g}"],
-                 ["SDE step (BAOAB)", f"{sde_exact.config['dt']:.4g}"]]))
+                 ["SDE step (BAOAB)", f"{sde_exact.config['dt']:.4g}"],
+                 ["diverged trajectories (all runs)",
+                  str(sum(v for k, v in ctx.metrics.items() if k.startswith("diverged_")))]]))
     return "limitdyn validate", intro
