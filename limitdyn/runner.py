@@ -107,6 +107,8 @@ def make_schedule(n_steps: int, burn_in: int, record: Any, n_record: int,
     window = n_steps - burn_in
     if window_every is None:
         window_every = max(1, math.ceil(window / 256))
+    else:
+        window_every = _checks.integer("window_every", window_every, low=1)
     win = np.arange(burn_in, n_steps + 1, window_every, dtype=np.int64)
     lag = win[win < n_steps] + 1
     bounds = np.unique(np.round(np.linspace(0, n_steps, n_chunks + 1)).astype(np.int64))[1:]
@@ -258,11 +260,11 @@ def validate_run_args(prob, n_traj, n_steps, burn_in, n_record, n_groups, progre
     if not isinstance(prob, PROBLEM_TYPES):
         raise TypeError("prob must be a limitdyn problem (LinearRegression or Quadratic), "
                         f"got {type(prob).__name__}")
-    n_traj = _checks.integer("n_traj", n_traj, low=1)
-    n_steps = _checks.integer("n_steps", n_steps, low=1)
+    n_traj = _checks.integer("n_traj", n_traj, low=1, high=2**31 - 1)
+    n_steps = _checks.integer("n_steps", n_steps, low=1, high=2**31 - 1)   # int32 step index
     burn_in = n_steps // 2 if burn_in is None else _checks.integer("burn_in", burn_in, low=0,
                                                                    high=n_steps)
-    n_record = _checks.integer("n_record", n_record, low=1)
+    n_record = _checks.integer("n_record", n_record, low=1, high=10**6)
     n_groups = min(32, n_traj) if n_groups is None else _checks.integer(
         "n_groups", n_groups, low=1, high=n_traj)
     if progress is not None and not isinstance(progress, bool):
