@@ -1,6 +1,5 @@
 """Public API: input validation before compilation, results on disk, divergence accounting."""
 
-import logging
 import warnings
 
 import jax
@@ -8,21 +7,10 @@ import numpy as np
 import pytest
 
 import limitdyn as ld
-from limitdyn import runner
 
 PROB = ld.LinearRegression.synthetic(jax.random.key(0), n=32, d=3)
 HP = ld.Hyper(lr=0.1, momentum=0.5, batch_size=8)
 KEY = jax.random.key(1)
-
-
-@pytest.fixture
-def no_compilation(caplog):
-    before = len(runner._COMPILED)
-    with jax.log_compiles(True), caplog.at_level(logging.DEBUG):
-        caplog.clear()
-        yield
-        assert not [r for r in caplog.records if "ompil" in r.getMessage()]
-    assert len(runner._COMPILED) == before
 
 
 @pytest.mark.parametrize("make,match", [

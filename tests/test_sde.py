@@ -1,7 +1,5 @@
 """The SDE runner: input validation, deterministic properties and exact weak orders."""
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,11 +36,9 @@ HP = ld.Hyper(lr=0.1, momentum=0.9, batch_size=32)
     (dict(noise=-np.eye(4)), "positive semi-definite"),
     (dict(noise=np.eye(3)), "shape"),
 ])
-def test_bad_input_raises_before_compiling(kwargs, match):
-    t0 = time.perf_counter()
+def test_bad_input_raises_before_compiling(kwargs, match, no_compilation):
     with pytest.raises(ValueError, match=match):
         ld.simulate_sde(_problem(), HP, jax.random.key(0), 8, 10, **kwargs)
-    assert time.perf_counter() - t0 < 2.0
 
 
 def test_bad_types_raise_type_error():
