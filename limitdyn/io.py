@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .result import _json_default
+
 
 class OutputError(ValueError):
     """The output directory cannot be used."""
@@ -89,14 +91,6 @@ class RunDirectory:
 
     def abandon(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return str(obj)
 
 
 def read_summary(path: str) -> dict[str, Any]:
