@@ -96,7 +96,16 @@ class Context:
 
 
 def _load() -> None:
-    from . import diffusion, validate  # noqa: F401  (registration side effects)
+    """Import every public module of this package; each registers its experiments.
+
+    Discovery instead of a fixed import list, so adding an experiment is adding a file.
+    """
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
 
 
 _load()
