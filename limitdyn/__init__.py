@@ -9,7 +9,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import convergence, noise, samplers, sde, sgd, theory
+from . import checkpoint, convergence, noise, samplers, sde, sgd, theory
 from .compare import Comparison, compare
 from .hyper import Hyper
 from .problems import LinearRegression, Quadratic
@@ -35,8 +35,11 @@ __all__ = [
     "State",
     "Stderr",
     "__version__",
+    "checkpoint",
     "compare",
     "convergence",
+    "hessian",
+    "nn",
     "noise",
     "samplers",
     "sde",

@@ -3,21 +3,30 @@
     limitdyn list
     limitdyn run EXPERIMENT [--config FILE.toml] [--set key=value ...] [--out DIR]
                             [--seed N] [--quick] [--overwrite] [--quiet]
+    limitdyn run --resume DIR [--quiet]
     limitdyn show DIR
 
-Exit codes: 0 success, 1 an experiment's verdict failed, 2 bad usage, configuration or
-input (one line on stderr, never a traceback).
+Exit codes of ``run``: 0 success, 1 an experiment's verdict failed, 2 bad usage,
+configuration or input (one line on stderr, never a traceback). ``show``: 0 complete,
+1 partial (resumable), 2 corrupt or not a run directory.
+
+Every simulation of a run is checkpointed after each chunk into ``DIR/checkpoints``; a
+run killed at any point (even ``kill -9``) continues with ``limitdyn run --resume DIR``
+and ends with the statistics of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 
+from . import _meta
 from . import config as config_mod
-from .io import OutputError, RunDirectory, check_target, read_summary
+from .checkpoint import CheckpointError
+from .io import OutputError, RunDirectory, check_target, inspect
 
 
 class UsageError(Exception):
@@ -54,17 +63,20 @@ def _parser() -> argparse.ArgumentParser:
                          description="Run a named experiment. Its configuration starts from "
                          "the defaults, then --quick, then --config, then --set.",
                          epilog=_config_keys(), formatter_class=argparse.RawTextHelpFormatter)
-    run.add_argument("experiment", help="experiment name (see `limitdyn list`)")
+    run.add_argument("experiment", nargs="?", help="experiment name (see `limitdyn list`)")
     run.add_argument("--config", metavar="FILE.toml", help="configuration file (TOML)")
     run.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                      help="set one configuration key (repeatable)")
     run.add_argument("--out", metavar="DIR", help="output directory (default "
                      "limitdyn-runs/EXPERIMENT-TIMESTAMP)")
-    run.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    run.add_argument("--seed", type=int, default=None, help="PRNG seed (default 0)")
     run.add_argument("--quick", action="store_true", help="small sizes (well under a minute)")
     run.add_argument("--overwrite", action="store_true", help="replace a non-empty --out DIR")
     run.add_argument("--quiet", action="store_true", help="no progress or tables on stdout")
-    show = sub.add_parser("show", help="summarise a finished run directory")
+    run.add_argument("--resume", metavar="DIR", help="continue the partial run in DIR from its "
+                     "checkpoints (its configuration and seed come from DIR/run.json)")
+    show = sub.add_parser("show", help="summarise a run directory: complete, partial "
+                          "(resumable) or corrupt")
     show.add_argument("dir", help="a run directory")
     return parser
 
@@ -80,46 +92,114 @@ def build_config(experiment, args) -> object:
     return cfg
 
 
-def _run(args) -> int:
+def _experiment(name: str):
     from . import experiments
 
-    if args.experiment not in experiments.REGISTRY:
-        raise UsageError(f"limitdyn: unknown experiment {args.experiment!r}; choose from "
+    if name not in experiments.REGISTRY:
+        raise UsageError(f"limitdyn: unknown experiment {name!r}; choose from "
                          f"{', '.join(experiments.REGISTRY)}")
-    exp = experiments.REGISTRY[args.experiment]
-    cfg = build_config(exp, args)
-    out = args.out or os.path.join("limitdyn-runs",
-                                   f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    check_target(out, args.overwrite)
+    return experiments.REGISTRY[name]
+
+
+def _resume_plan(args):
+    """Experiment, configuration, seed and quick flag of the partial run in ``args.resume``."""
+    given = [flag for flag, value in (("--config", args.config), ("--set", args.set),
+                                      ("--out", args.out), ("--seed", args.seed),
+                                      ("--quick", args.quick), ("--overwrite", args.overwrite))
+             if value]
+    if given:
+        raise UsageError(f"limitdyn: --resume takes the configuration, seed and output "
+                         f"directory from DIR/run.json; drop {', '.join(given)}")
+    status = inspect(args.resume)
+    if status.state == "corrupt":
+        raise OutputError(f"cannot resume {args.resume}: corrupt ({status.detail})")
+    manifest = status.manifest or {}
+    name = manifest.get("experiment")
+    if args.experiment is not None and args.experiment != name:
+        raise UsageError(f"limitdyn: {args.resume} is a run of {name!r}, not "
+                         f"{args.experiment!r}")
+    exp = _experiment(name)
+    cfg = config_mod.replace(exp.config_cls(), manifest.get("config", {}))
+    return exp, cfg, int(manifest.get("seed", 0)), bool(manifest.get("quick", False)), status
+
+
+def _run(args) -> int:
+    from . import experiments
+    from .checkpoint import auto_checkpoints
+
     say = (lambda *a, **k: None) if args.quiet else print
-    say(f"limitdyn run {exp.name} (seed {args.seed}{', quick' if args.quick else ''}) -> {out}")
-    run_dir = RunDirectory(out)
-    ctx = experiments.Context(exp.name, args.seed, run_dir, quick=args.quick,
+    if args.resume is not None:
+        exp, cfg, seed, quick, status = _resume_plan(args)
+        out = args.resume
+        if status.state == "complete":
+            say(f"{out} is already complete ({status.summary.get('experiment')}, verdict "
+                f"{'PASS' if status.summary.get('passed') else 'FAIL'}); nothing to resume")
+            return 0 if status.summary.get("passed") else 1
+        say(f"limitdyn run {exp.name}: resuming {out} — {status.detail}")
+        run_dir = RunDirectory(out, resume=True)
+    else:
+        if args.experiment is None:
+            raise UsageError("limitdyn run: name an experiment (see `limitdyn list`) or give "
+                             "--resume DIR")
+        exp = _experiment(args.experiment)
+        cfg = build_config(exp, args)
+        seed = 0 if args.seed is None else args.seed
+        quick = args.quick
+        out = args.out or os.path.join("limitdyn-runs",
+                                       f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        check_target(out, args.overwrite)
+        say(f"limitdyn run {exp.name} (seed {seed}{', quick' if quick else ''}) -> {out}")
+        run_dir = RunDirectory(out, {"experiment": exp.name, "seed": seed, "quick": quick,
+                                     "config": config_mod.to_dict(cfg),
+                                     "argv": sys.argv[1:], "versions": _meta.versions()})
+    ctx = experiments.Context(exp.name, seed, run_dir, quick=quick,
                               progress=not args.quiet, say=say)
     try:
-        title, intro = exp.run(cfg, ctx)
-        run_dir.write_text("report.md", ctx.report(title, intro))
-        summary = {
-            "experiment": exp.name, "description": exp.description, "seed": args.seed,
-            "quick": args.quick, "config": config_mod.to_dict(cfg),
-            "passed": ctx.passed, "verdicts": ctx.verdicts, "metrics": ctx.metrics,
-            "timings": dict(ctx.timings, wall_seconds=time.perf_counter() - ctx.started),
-            "environment": ctx.environment(),
-        }
-        path = run_dir.commit(summary)
-    except BaseException:
-        run_dir.abandon()
+        with auto_checkpoints(run_dir.checkpoints):
+            title, intro = exp.run(cfg, ctx)
+    except BaseException as err:
+        bad_input = isinstance(err, (UsageError, config_mod.ConfigError, OutputError))
+        if bad_input or not os.listdir(run_dir.checkpoints):
+            if args.resume is None:     # nothing worth resuming: leave no directory behind
+                shutil.rmtree(run_dir.target, ignore_errors=True)
+        else:
+            print(f"limitdyn: the run stopped before finishing; `limitdyn run --resume {out}` "
+                  "continues it from its checkpoints", file=sys.stderr)
         raise
+    run_dir.write_text("report.md", ctx.report(title, intro))
+    summary = {
+        "experiment": exp.name, "description": exp.description, "seed": seed,
+        "quick": quick, "config": config_mod.to_dict(cfg),
+        "passed": ctx.passed, "verdicts": ctx.verdicts, "metrics": ctx.metrics,
+        "divergence": ctx.divergence,
+        "timings": dict(ctx.timings, wall_seconds=time.perf_counter() - ctx.started),
+        "resumed": args.resume is not None,
+        "environment": ctx.environment(),
+    }
+    path = run_dir.commit(summary)
     say(f"\n{exp.name}: {'PASS' if ctx.passed else 'FAIL'} "
         f"({time.perf_counter() - ctx.started:.1f} s); report: {os.path.join(path, 'report.md')}")
     return 0 if ctx.passed else 1
 
 
 def _show(args) -> int:
-    s = read_summary(args.dir)
+    status = inspect(args.dir)
+    print(f"status: {status.state} — {status.detail}")
+    if status.state != "complete":
+        m = status.manifest or {}
+        if m:
+            print(f"{m.get('experiment')}, seed {m.get('seed')}"
+                  f"{' (quick)' if m.get('quick') else ''}, started {m.get('started_at', '?')}")
+        for p in status.checkpoints:
+            print(f"  {p['file']}: " + (p["error"] if "error" in p else
+                                        f"step {p['step']}, event {p['next_event']}/"
+                                        f"{p['n_events']}"))
+        return 1 if status.state == "partial" else 2
+    s = status.summary
     print(f"{s['experiment']} — {s.get('description', '')}")
     print(f"seed {s['seed']}{' (quick)' if s.get('quick') else ''}, completed "
-          f"{s.get('completed_at', '?')}, verdict {'PASS' if s['passed'] else 'FAIL'}")
+          f"{s.get('completed_at', '?')}, verdict {'PASS' if s['passed'] else 'FAIL'}"
+          f"{' (resumed)' if s.get('resumed') else ''}")
     t = s.get("timings", {})
     print(f"compile {t.get('compile_seconds', 0):.1f} s, run {t.get('run_seconds', 0):.1f} s, "
           f"wall {t.get('wall_seconds', 0):.1f} s")
@@ -128,6 +208,9 @@ def _show(args) -> int:
     for name, value in s.get("metrics", {}).items():
         if isinstance(value, (int, float, str)):
             print(f"  {name} = {value:.6g}" if isinstance(value, float) else f"  {name} = {value}")
+    diverged = [r for r in s.get("divergence", []) if r.get("n_diverged_final")]
+    print(f"diverged trajectories: {sum(r['n_diverged_final'] for r in diverged)} in "
+          f"{len(diverged)} of {len(s.get('divergence', []))} simulations")
     print("config: " + ", ".join(f"{k}={v}" for k, v in s.get("config", {}).items()))
     print("files: " + ", ".join(s.get("files", [])))
     return 0
@@ -145,17 +228,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "show":
             return _show(args)
         return _run(args)
-    except (UsageError, config_mod.ConfigError, OutputError) as err:
+    except (UsageError, config_mod.ConfigError, OutputError, CheckpointError) as err:
         message = str(err)
         if isinstance(err, config_mod.ConfigError):
             message = f"limitdyn: configuration error: {message}"
-        elif isinstance(err, OutputError):
+        elif isinstance(err, (OutputError, CheckpointError)):
             message = f"limitdyn: {message}"
         print(message, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("limitdyn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `limitdyn show DIR | head`: the reader left; not an error
+        sys.stdout = open(os.devnull, "w")   # silence the flush at exit
+        return 0
 
 
 if __name__ == "__main__":

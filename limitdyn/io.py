@@ -1,36 +1,91 @@
-"""Self-describing run directories, written atomically.
+"""Self-describing run directories: every file written atomically, a completion marker last.
 
-An experiment writes into a fresh temporary directory next to the target; only when
-everything — ``data.npz``, the figures, ``report.md`` and, last, ``summary.json`` — is
-written is it renamed to the target. A run killed midway leaves at most a
-``.<name>.tmp-<pid>`` directory, never a half-written run; a directory with a
-``summary.json`` is complete.
+A run directory is written in place, in this order::
+
+    run.json        what was asked for (experiment, seed, configuration): written first
+    checkpoints/    the state of every simulation, saved after each chunk (while running)
+    data.npz, *.png, report.md
+    summary.json    results, verdicts, timings, environment
+    COMPLETE        the completion marker: SHA-256 of every file above; written last
+
+Each file goes to ``NAME.tmp-PID`` and is renamed into place, so no file is ever seen
+half-written. A run killed at any moment leaves a directory that :func:`inspect` calls
+*partial* (``run.json`` without ``COMPLETE``; ``limitdyn run --resume DIR`` continues it
+from its checkpoints) and a finished one *complete*; a marker whose hashes no longer
+match, or unreadable metadata, makes it *corrupt*.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import glob
+import hashlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .result import _json_default
 
+FORMAT = 1
+MANIFEST, SUMMARY, MARKER, CHECKPOINTS = "run.json", "summary.json", "COMPLETE", "checkpoints"
+
 
 class OutputError(ValueError):
     """The output directory cannot be used."""
 
 
+def _atomic(path: str, write: Callable[[Any], None], mode: str = "w") -> None:
+    """Write ``path`` through a temporary file renamed into place after fsync."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):   # a kill leaves it; resume removes it then
+            os.remove(tmp)
+        raise
+
+
+def _write_json(path: str, obj: Any) -> None:
+    _atomic(path, lambda fh: json.dump(obj, fh, indent=2, default=_json_default))
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _is_run_directory(path: str) -> bool:
+    return any(os.path.exists(os.path.join(path, f)) for f in (MANIFEST, SUMMARY, MARKER))
+
+
 def check_target(path: str, overwrite: bool) -> None:
-    """Refuse a non-empty target unless ``overwrite`` (before any work is done)."""
+    """Refuse a non-empty target unless ``overwrite`` (before any work is done).
+
+    ``overwrite`` replaces only limitdyn run directories, never an arbitrary folder.
+    """
     if os.path.exists(path):
         if not os.path.isdir(path):
             raise OutputError(f"--out {path} exists and is not a directory")
-        if os.listdir(path) and not overwrite:
-            raise OutputError(f"--out {path} is not empty; pass --overwrite to replace it")
+        if os.listdir(path):
+            if not overwrite:
+                raise OutputError(f"--out {path} is not empty; pass --overwrite to replace it "
+                                  "(or --resume to continue a partial run)")
+            if not _is_run_directory(path):
+                raise OutputError(f"--out {path} is not a limitdyn run directory; --overwrite "
+                                  "only replaces those")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         try:
@@ -42,27 +97,44 @@ def check_target(path: str, overwrite: bool) -> None:
 
 
 class RunDirectory:
-    """Collects a run's outputs in a temporary directory; :meth:`commit` publishes them."""
+    """A run's output directory (see the module docstring for its life cycle).
 
-    def __init__(self, target: str):
+    Args:
+        target: the directory.
+        manifest: what the run was asked to do; written as ``run.json`` unless resuming.
+        resume: continue a partial run in ``target`` (keeps its checkpoints).
+    """
+
+    def __init__(self, target: str, manifest: dict[str, Any] | None = None, *,
+                 resume: bool = False):
         self.target = os.path.abspath(target)
-        parent, name = os.path.split(self.target)
-        self.tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}")
-        if os.path.exists(self.tmp):
-            shutil.rmtree(self.tmp)
-        os.makedirs(self.tmp)
         self.arrays: dict[str, np.ndarray] = {}
         self.figures: list[str] = []
+        if resume:
+            for stale in glob.glob(os.path.join(self.target, "*.tmp-*")):
+                os.remove(stale)
+            return
+        if os.path.isdir(self.target):      # check_target allowed it: empty or --overwrite
+            shutil.rmtree(self.target)
+        os.makedirs(self.checkpoints)
+        _write_json(self.path(MANIFEST), dict(manifest or {}, format=FORMAT,
+                                              started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+
+    @property
+    def checkpoints(self) -> str:
+        return os.path.join(self.target, CHECKPOINTS)
 
     def path(self, name: str) -> str:
-        return os.path.join(self.tmp, name)
+        return os.path.join(self.target, name)
 
     def add_arrays(self, prefix: str, **arrays: Any) -> None:
         for key, value in arrays.items():
             self.arrays[f"{prefix}/{key}" if prefix else key] = np.asarray(value)
 
     def save_figure(self, fig, name: str) -> str:
-        fig.savefig(self.path(name), dpi=110, bbox_inches="tight")
+        fmt = os.path.splitext(name)[1].lstrip(".") or "png"
+        _atomic(self.path(name), lambda fh: fig.savefig(fh, format=fmt, dpi=110,
+                                                        bbox_inches="tight"), "wb")
         import matplotlib.pyplot as plt
 
         plt.close(fig)
@@ -70,41 +142,96 @@ class RunDirectory:
         return name
 
     def write_text(self, name: str, text: str) -> None:
-        with open(self.path(name), "w") as fh:
-            fh.write(text)
+        _atomic(self.path(name), lambda fh: fh.write(text))
 
     def commit(self, summary: dict[str, Any]) -> str:
-        """Write data.npz and, last, summary.json; then rename into place."""
-        np.savez_compressed(self.path("data.npz"), **self.arrays)
-        summary = dict(summary, files=[*sorted(os.listdir(self.tmp)), "summary.json"],
+        """Write data.npz, then summary.json, drop the checkpoints, then the marker."""
+        _atomic(self.path("data.npz"), lambda fh: np.savez_compressed(fh, **self.arrays), "wb")
+        outputs = sorted(f for f in os.listdir(self.target)
+                         if f not in (CHECKPOINTS, MARKER, SUMMARY) and ".tmp-" not in f)
+        summary = dict(summary, files=[*outputs, SUMMARY],
                        completed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        with open(self.path("summary.json"), "w") as fh:
-            json.dump(summary, fh, indent=2, default=_json_default)
-        if os.path.exists(self.target):
-            old = f"{self.tmp}.old"
-            os.replace(self.target, old)
-            os.replace(self.tmp, self.target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.target)
+        _write_json(self.path(SUMMARY), summary)
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+        hashes = {f: _sha256(self.path(f)) for f in [*outputs, SUMMARY]}
+        _write_json(self.path(MARKER), {"format": FORMAT, "sha256": hashes})
         return self.target
 
-    def abandon(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+
+@dataclasses.dataclass(frozen=True)
+class RunStatus:
+    """What :func:`inspect` found: ``state`` is complete, partial or corrupt."""
+
+    state: str
+    detail: str
+    manifest: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    checkpoints: tuple[dict[str, Any], ...] = ()
+
+
+def _read_json(path: str) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def inspect(path: str) -> RunStatus:
+    """Classify a run directory as complete, partial (resumable) or corrupt.
+
+    Raises:
+        OutputError: ``path`` is not a directory or not a limitdyn run directory.
+    """
+    from . import checkpoint as ckpt
+
+    if not os.path.isdir(path):
+        raise OutputError(f"{path} is not a directory")
+    if not _is_run_directory(path):
+        raise OutputError(f"{path} is not a limitdyn run directory (no {MANIFEST}, {SUMMARY} "
+                          f"or {MARKER})")
+    manifest = None
+    if os.path.exists(os.path.join(path, MANIFEST)):
+        try:
+            manifest = _read_json(os.path.join(path, MANIFEST))
+        except (OSError, json.JSONDecodeError) as err:
+            return RunStatus("corrupt", f"{MANIFEST} is unreadable: {err}")
+    marker = os.path.join(path, MARKER)
+    if os.path.exists(marker):
+        try:
+            hashes = _read_json(marker)["sha256"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+            return RunStatus("corrupt", f"{MARKER} is unreadable: {err}", manifest)
+        for name, digest in hashes.items():
+            file = os.path.join(path, name)
+            if not os.path.exists(file):
+                return RunStatus("corrupt", f"{name} is missing", manifest)
+            if _sha256(file) != digest:
+                return RunStatus("corrupt", f"{name} has changed since the run completed",
+                                 manifest)
+        try:
+            summary = _read_json(os.path.join(path, SUMMARY))
+        except (OSError, json.JSONDecodeError) as err:
+            return RunStatus("corrupt", f"{SUMMARY} is unreadable: {err}", manifest)
+        return RunStatus("complete", f"complete ({len(hashes)} files verified)", manifest,
+                         summary)
+    if manifest is None:
+        return RunStatus("corrupt", f"no {MANIFEST} and no {MARKER}: cannot be resumed")
+    progress = tuple(ckpt.progress_of(os.path.join(path, CHECKPOINTS)))
+    bad = [p for p in progress if "error" in p]
+    if bad:
+        return RunStatus("corrupt", bad[0]["error"], manifest, checkpoints=progress)
+    done = sum(p["next_event"] == p["n_events"] for p in progress)
+    detail = (f"partial (resumable): {done} simulation(s) finished"
+              + (f", simulation {len(progress) - 1} at step {progress[-1]['step']}"
+                 if progress and done < len(progress) else "")
+              + f"; continue with `limitdyn run --resume {path}`")
+    return RunStatus("partial", detail, manifest, checkpoints=progress)
 
 
 def read_summary(path: str) -> dict[str, Any]:
-    """The summary of a finished run directory (OutputError when incomplete or not a run)."""
-    if not os.path.isdir(path):
-        raise OutputError(f"{path} is not a directory")
-    summary = os.path.join(path, "summary.json")
-    if not os.path.exists(summary):
-        raise OutputError(f"{path} holds no summary.json: not a finished limitdyn run")
-    try:
-        with open(summary) as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as err:
-        raise OutputError(f"{summary} is corrupt: {err}") from None
+    """The summary of a complete run directory (OutputError otherwise)."""
+    status = inspect(path)
+    if status.state != "complete":
+        raise OutputError(f"{path}: {status.detail}")
+    return status.summary
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

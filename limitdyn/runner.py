@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -26,6 +27,7 @@ from jax import lax
 from tqdm.auto import tqdm
 
 from . import _checks, _meta, estimators, samplers, sgd, stability
+from . import checkpoint as ckpt
 from .hyper import Hyper
 from .problems import LinearRegression, Quadratic, _as_key
 from .result import Result, Stderr
@@ -219,26 +221,51 @@ def _compiled(name: str, fn: Callable, static: Any, args: tuple) -> tuple[Callab
 
 def run_ensemble(spec: Any, params: Any, key: jax.Array, theta0: np.ndarray, v0: np.ndarray,
                  schedule: Schedule, *, n_groups: int, keep_trajectories: bool,
-                 progress: bool, description: str) -> tuple[dict[str, Any], dict[str, float]]:
-    """Run the kernel ``spec`` over the whole schedule; return estimates and timings."""
+                 progress: bool, description: str,
+                 checkpoint: str | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run the kernel ``spec`` over the whole schedule; return estimates and timings.
+
+    With ``checkpoint`` (a file path) the carry is saved atomically after every chunk and,
+    when the file already holds this run's state, the run continues from it
+    (:mod:`limitdyn.checkpoint`).
+    """
     n_traj = theta0.shape[0]
     n_record = len(schedule.record_steps)
+    n_events = len(schedule.event_steps)
     traj_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(n_traj))
     carry = _init_jit(spec, traj_keys, theta0, v0, n_record, n_groups, keep_trajectories)
+    first = 0
+    run_id = None
+    if checkpoint is not None:
+        prng = (bool(jax.config.jax_threefry_partitionable), str(jax.config.jax_default_prng_impl))
+        run_id = ckpt.fingerprint(
+            (spec, n_groups, keep_trajectories, prng), params, key, theta0, v0,
+            (schedule.event_steps, schedule.event_slot, schedule.event_window,
+             schedule.event_lag, schedule.chunk_ends))
+        loaded = ckpt.load(checkpoint, carry, run_id)
+        if loaded is not None:
+            carry, first = loaded
     events = (jnp.asarray(schedule.event_steps, jnp.int32), jnp.asarray(schedule.event_slot),
               jnp.asarray(schedule.event_window), jnp.asarray(schedule.event_lag))
-    zero = jnp.zeros((), jnp.int32)
-    run, compile_seconds = _compiled("advance", _advance, spec,
-                                     (carry, params, traj_keys, *events, zero, zero))
+    compile_seconds = 0.0
     t0 = time.perf_counter()
-    first = 0
-    with tqdm(total=int(schedule.event_steps[-1]), disable=not progress, unit="step",
-              desc=description, leave=False) as bar:
-        for stop in schedule.chunk_ends:
-            carry = run(carry, params, traj_keys, *events, jnp.int32(first), jnp.int32(stop))
-            jax.block_until_ready(carry.step)
-            bar.update(int(carry.step) - bar.n)
-            first = int(stop)
+    if first < n_events:   # a finished checkpoint needs no kernel at all
+        zero = jnp.zeros((), jnp.int32)
+        run, compile_seconds = _compiled("advance", _advance, spec,
+                                         (carry, params, traj_keys, *events, zero, zero))
+        t0 = time.perf_counter()
+        with tqdm(total=int(schedule.event_steps[-1]), initial=int(carry.step),
+                  disable=not progress, unit="step", desc=description, leave=False) as bar:
+            for stop in schedule.chunk_ends:
+                if stop <= first:
+                    continue
+                carry = run(carry, params, traj_keys, *events, jnp.int32(first),
+                            jnp.int32(stop))
+                jax.block_until_ready(carry.step)
+                if checkpoint is not None:
+                    ckpt.save(checkpoint, carry, int(stop), n_events, int(carry.step), run_id)
+                bar.update(int(carry.step) - bar.n)
+                first = int(stop)
     run_seconds = time.perf_counter() - t0
     return estimators.finalize(carry.acc), {"compile_seconds": compile_seconds,
                                             "run_seconds": run_seconds}
@@ -253,6 +280,12 @@ def _start_points(name: str, value: Any, default: np.ndarray, n_traj: int) -> np
         raise ValueError(f"{name} must have shape ({d},) or (n_traj={n_traj}, {d}), "
                          f"got {arr.shape}")
     return np.broadcast_to(arr, (n_traj, d))
+
+
+def default_chunks(progress: bool, checkpoint: str | None) -> int:
+    """Chunks a run is split into when the caller does not say: 20 when there is a progress
+    bar to update or a checkpoint to write, otherwise 1 (each boundary is a host round trip)."""
+    return 20 if (progress or checkpoint is not None) else 1
 
 
 def validate_run_args(prob, n_traj, n_steps, burn_in, n_record, n_groups, progress):
@@ -277,7 +310,8 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
                  burn_in: int | None = None, *, record: str | Any = "log", n_record: int = 50,
                  window_every: int | None = None, n_groups: int | None = None,
                  keep_trajectories: bool = False, n_chunks: int | None = None,
-                 progress: bool | None = None, check_stability: bool = True) -> Result:
+                 progress: bool | None = None, check_stability: bool = True,
+                 checkpoint: str | os.PathLike | None = None) -> Result:
     """Simulate ``n_traj`` independent SGD-with-momentum trajectories for ``n_steps`` steps.
 
     The update is theory.md §1 (``sgd.step``); minibatches come from ``sampling``
@@ -307,6 +341,11 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         check_stability: before running, warn (:class:`~limitdyn.stability.StabilityWarning`)
             when ``hp`` is outside or within 10% of the discrete stability region, naming
             the largest stable lr (problems with a known Hessian, d <= 256).
+        checkpoint: a file path: the complete run state is saved there atomically after
+            every chunk (default 20 chunks), and a later call with the same arguments
+            continues from it — after a crash, or instantly once finished. A checkpoint
+            written by a different run is refused (:class:`~limitdyn.checkpoint.
+            CheckpointError`). Inside ``limitdyn run`` every simulation is checkpointed.
 
     Raises:
         DivergenceError: every trajectory diverged (quotes the stability bound).
@@ -330,9 +369,10 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         if not 1 <= batch_size <= n_examples:
             raise ValueError(f"Hyper.batch_size must be in [1, N={n_examples}] for this problem, "
                              f"got {batch_size}")
+    checkpoint = ckpt.resolve(checkpoint)
     if progress is None:   # a bar for runs of more than a few seconds
         progress = n_traj * n_steps > 5 * 10**6
-    n_chunks = (20 if progress else 1) if n_chunks is None else _checks.integer(
+    n_chunks = default_chunks(progress, checkpoint) if n_chunks is None else _checks.integer(
         "n_chunks", n_chunks, low=1)
     keep_trajectories = bool(keep_trajectories)
     key = _as_key(key)
@@ -348,7 +388,8 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     traced_hp = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), hp)
     stats, timings = run_ensemble(spec, (prob, traced_hp), key, theta_start, v_start, schedule,
                                   n_groups=n_groups, keep_trajectories=keep_trajectories,
-                                  progress=progress, description="simulate_sgd")
+                                  progress=progress, description="simulate_sgd",
+                                  checkpoint=checkpoint)
     stability.raise_if_all_diverged(int(stats["n_alive"][-1]), n_traj, n_steps, prob, hp,
                                     sampling, "simulate_sgd")
     config = {

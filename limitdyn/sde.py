@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 import jax
@@ -49,6 +50,7 @@ import scipy.linalg
 from jax import lax
 
 from . import _checks, _meta, _prng, stability
+from . import checkpoint as ckpt
 from . import noise as noise_models
 from .hyper import Hyper
 from .problems import LinearRegression, Quadratic, _as_key, hessian64
@@ -56,6 +58,7 @@ from .result import Result
 from .runner import (
     _start_points,
     build_result,
+    default_chunks,
     make_schedule,
     run_ensemble,
     validate_run_args,
@@ -341,7 +344,8 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
                  record: str | Any = "log", n_record: int = 50,
                  window_every: int | None = None, n_groups: int | None = None,
                  keep_trajectories: bool = False, n_chunks: int | None = None,
-                 progress: bool | None = None) -> Result:
+                 progress: bool | None = None,
+                 checkpoint: str | os.PathLike | None = None) -> Result:
     """Simulate ``n_traj`` trajectories of the continuous-time model of SGD with momentum.
 
     The result has the same form as :func:`limitdyn.simulate_sgd`'s: statistics of (θ, v)
@@ -365,8 +369,8 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
             Itô and Stratonovich agree), ``diffrax.Euler()`` for the SME with state-dependent
             noise. Solvers that vmap the diffusion over time (the SRK family: ShARK, SRA1)
             cannot take the batched linear-operator diffusion and are not supported.
-        record, n_record, window_every, n_groups, keep_trajectories, n_chunks, progress:
-            as in :func:`limitdyn.simulate_sgd`; ``record``, ``burn_in`` and
+        record, n_record, window_every, n_groups, keep_trajectories, n_chunks, progress,
+        checkpoint: as in :func:`limitdyn.simulate_sgd`; ``record``, ``burn_in`` and
             ``window_every`` count SGD steps and are rounded to whole runner steps.
 
     Returns:
@@ -408,9 +412,10 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         spec = DiffraxSpec(model, solver, noise_spec, n_sub, stride, diffrax_solver)
     else:
         spec = SDESpec(model, solver, noise_spec, n_sub, stride)
+    checkpoint = ckpt.resolve(checkpoint)
     if progress is None:   # a bar for runs of more than a few seconds
         progress = n_traj * n_steps * n_sub * noise_spec.n_normals > 5 * 10**7
-    n_chunks = (20 if progress else 1) if n_chunks is None else _checks.integer(
+    n_chunks = default_chunks(progress, checkpoint) if n_chunks is None else _checks.integer(
         "n_chunks", n_chunks, low=1)
     n_ticks = n_steps // stride
     if not isinstance(record, str):
@@ -428,7 +433,8 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     key = _as_key(key)
     stats, timings = run_ensemble(spec, params, key, theta_start, v_start, schedule,
                                   n_groups=n_groups, keep_trajectories=bool(keep_trajectories),
-                                  progress=progress, description=f"simulate_sde[{solver}]")
+                                  progress=progress, description=f"simulate_sde[{solver}]",
+                                  checkpoint=checkpoint)
     if int(stats["n_alive"][-1]) == 0:
         raise stability.DivergenceError(
             f"simulate_sde: all {n_traj} trajectories diverged within {n_steps} steps "

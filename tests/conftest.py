@@ -1,4 +1,6 @@
 import logging
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -25,3 +27,14 @@ def no_compilation(caplog):
         yield
         assert not [r for r in caplog.records if "ompil" in r.getMessage()]
     assert len(runner._COMPILED) == before
+
+
+@pytest.fixture(scope="session")
+def quick_validate(tmp_path_factory):
+    """`limitdyn run validate --quick` through the console entry point, in a subprocess
+    (shared: the CLI tests read it and the resume test compares a killed run with it)."""
+    out = tmp_path_factory.mktemp("runs") / "validate"
+    run = subprocess.run([sys.executable, "-m", "limitdyn.cli", "run", "validate", "--quick",
+                          "--out", str(out), "--quiet"], capture_output=True, text=True,
+                         timeout=600)
+    return run, out

@@ -2,8 +2,6 @@
 
 import argparse
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -28,16 +26,6 @@ def test_list_and_help(capsys):
         assert "usage" in capsys.readouterr().out
 
 
-@pytest.fixture(scope="module")
-def quick_validate(tmp_path_factory):
-    """`limitdyn run validate --quick` through the console entry point, in a subprocess."""
-    out = tmp_path_factory.mktemp("runs") / "validate"
-    run = subprocess.run([sys.executable, "-m", "limitdyn.cli", "run", "validate", "--quick",
-                          "--out", str(out), "--quiet"], capture_output=True, text=True,
-                         timeout=600)
-    return run, out
-
-
 def test_quick_validate_verdicts(quick_validate):
     run, out = quick_validate
     assert run.returncode == 0, run.stdout + run.stderr
@@ -59,7 +47,9 @@ def test_quick_validate_verdicts(quick_validate):
     assert "![" in report and "phase_space.png" in report and "## Verdicts" in report
     with np.load(out / "data.npz") as data:
         assert "sgd_iid/stationary_cov" in data.files and "theory/approx_lrs" in data.files
-    assert not any(p.name.startswith(".") for p in out.parent.iterdir())   # no temp dir left
+    assert not any(".tmp-" in p.name for p in out.iterdir())              # no temp file left
+    assert not (out / "checkpoints").exists() and (out / "COMPLETE").is_file()
+    assert json.loads((out / "run.json").read_text())["config"] == summary["config"]
 
 
 def test_show_and_refusal_to_overwrite(quick_validate, capsys):
@@ -80,7 +70,7 @@ def test_show_and_refusal_to_overwrite(quick_validate, capsys):
     (["run", "validate", "--set", "data=/nonexistent/x.npz"], "data file not found"),
     (["run", "validate", "--config", "/nonexistent.toml"], "config file not found"),
     (["run", "validate", "--seed", "x"], "invalid int value"),
-    (["run"], "required"),
+    (["run"], "name an experiment"),
     (["frobnicate"], "invalid choice"),
     (["show", "/nonexistent-dir"], "is not a directory"),
 ])
@@ -109,7 +99,7 @@ def test_malformed_toml_and_bad_values(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     (tmp_path / "notarun").mkdir()
     code, _, err = _main(capsys, "show", str(tmp_path / "notarun"))
-    assert code == 2 and "not a finished limitdyn run" in err
+    assert code == 2 and "not a limitdyn run directory" in err
 
 
 def test_config_layers_defaults_quick_toml_set(tmp_path):

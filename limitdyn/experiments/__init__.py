@@ -51,15 +51,28 @@ class Context:
         self.metrics: dict[str, Any] = {}
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.timings: dict[str, float] = {"compile_seconds": 0.0, "run_seconds": 0.0}
+        self.divergence: list[dict[str, Any]] = []
         self.started = time.perf_counter()
 
     def subkey(self, i: int) -> jax.Array:
         return jax.random.fold_in(self.key, i)
 
-    def timed(self, result):
-        """Add a Result's compile and run time to the run's totals; return the result."""
+    def timed(self, result, label: str | None = None):
+        """Account for a Result: add its compile and run time to the run's totals and its
+        diverged-trajectory counts per recorded step to ``summary.json`` (``divergence``)
+        and the report. Returns the result."""
         for k in ("compile_seconds", "run_seconds"):
             self.timings[k] += float(result.metadata.get(k, 0.0))
+        cfg = result.config
+        n_diverged = [int(n) for n in result.n_diverged]
+        first = next((int(s) for s, n in zip(result.steps, n_diverged, strict=True) if n), None)
+        self.divergence.append({
+            "simulation": len(self.divergence),
+            "label": label or f"{cfg.get('kind', '?')} {cfg.get('solver', '')}".strip(),
+            "n_traj": int(result.n_traj), "steps": [int(s) for s in result.steps],
+            "n_diverged": n_diverged, "n_diverged_final": n_diverged[-1],
+            "first_recorded_step_with_divergence": first,
+        })
         return result
 
     def section(self, title: str, text: str) -> None:
@@ -87,7 +100,21 @@ class Context:
         verdicts = "\n".join(f"- **{'PASS' if v['passed'] else 'FAIL'}** `{k}`: {v['detail']}"
                              for k, v in self.verdicts.items())
         return (f"# {title}\n\n{intro.strip()}\n\n## Verdicts\n\n{verdicts}\n\n"
-                + "\n".join(self.sections))
+                + "\n".join(self.sections) + self._divergence_section())
+
+    def _divergence_section(self) -> str:
+        if not self.divergence:
+            return ""
+        rows = [[r["simulation"], r["label"], r["n_traj"], r["n_diverged_final"],
+                 "—" if r["first_recorded_step_with_divergence"] is None
+                 else r["first_recorded_step_with_divergence"]] for r in self.divergence]
+        total = sum(r["n_diverged_final"] for r in self.divergence)
+        return ("\n## Diverged trajectories\n\n"
+                + markdown_table(["simulation", "kind", "trajectories", "diverged (final)",
+                                  "first recorded step with a divergence"], rows)
+                + f"\n\n{total} trajectories diverged in all. A diverged trajectory leaves "
+                "every statistic from the step it diverged; the counts at every recorded "
+                "step are in summary.json (`divergence`).\n")
 
     def environment(self) -> dict[str, Any]:
         env = _meta.environment(self.key)

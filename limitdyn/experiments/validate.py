@@ -125,15 +125,18 @@ def run_validate(cfg: ValidateConfig, ctx: Context):
     # --- ensembles -----------------------------------------------------------------------
     prog = None if ctx.progress else False     # bars for the long runs only
     sgd = ctx.timed(ld.simulate_sgd(prob, hp, ctx.subkey(1), cfg.n_traj, cfg.n_steps,
-                                    sampling="iid", keep_trajectories=True, progress=prog))
+                                    sampling="iid", keep_trajectories=True, progress=prog),
+                    "SGD iid")
     shuf = ctx.timed(ld.simulate_sgd(prob, hp, ctx.subkey(2), cfg.n_traj, cfg.n_steps,
-                                     sampling="reshuffle", progress=prog))
+                                     sampling="reshuffle", progress=prog),
+                     "SGD reshuffle")
     sde_paper = ctx.timed(ld.simulate_sde(prob, hp, ctx.subkey(3), cfg.sde_n_traj,
                                           cfg.sde_n_steps, noise="paper", solver="exact",
-                                          progress=prog))
+                                          progress=prog), "SDE paper noise, exact stepper")
     sde_exact = ctx.timed(ld.simulate_sde(prob, hp, ctx.subkey(4), cfg.sde_n_traj,
                                           cfg.sde_n_steps, noise="exact", solver="baoab",
-                                          keep_trajectories=True, progress=prog))
+                                          keep_trajectories=True, progress=prog),
+                          "SDE exact noise, BAOAB")
 
     # --- stationary covariance table -----------------------------------------------------
     def blocks(C):
@@ -176,10 +179,11 @@ def run_validate(cfg: ValidateConfig, ctx: Context):
     rec = np.unique(np.round(np.linspace(0, cfg.transient_steps, 31)).astype(int))
     tr_sgd = ctx.timed(ld.simulate_sgd(prob, hp, ctx.subkey(5), cfg.n_traj,
                                        cfg.transient_steps, theta0=theta0, record=rec,
-                                       progress=prog))
+                                       progress=prog), "SGD transient")
     tr_sde = ctx.timed(ld.simulate_sde(prob, hp, ctx.subkey(6), cfg.sde_n_traj,
                                        cfg.transient_steps, noise="exact", solver="baoab",
-                                       theta0=theta0, record=rec, progress=prog))
+                                       theta0=theta0, record=rec, progress=prog),
+                       "SDE transient")
     every = np.arange(cfg.transient_steps + 1)         # theory lines at every step
     m_disc = theory.discrete_moments(prob, hp, every, theta0)
     m_cont = theory.continuous_moments(prob, hp, every, theta0, noise="exact")
