@@ -169,9 +169,31 @@ class RunStatus:
     checkpoints: tuple[dict[str, Any], ...] = ()
 
 
-def _read_json(path: str) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
+def _read_object(path: str) -> dict[str, Any]:
+    """A JSON object from ``path``; ValueError (one line) when unreadable or not an object."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except (OSError, ValueError) as err:    # ValueError: bad JSON, bad UTF-8
+        raise ValueError(f"{os.path.basename(path)} is unreadable: "
+                         f"{str(err).splitlines()[0]}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{os.path.basename(path)} does not hold a JSON object")
+    return obj
+
+
+def _verify(path: str, marker: dict[str, Any]) -> str | None:
+    """Why the files listed in the completion marker do not check out (None when they do)."""
+    hashes = marker.get("sha256")
+    if not isinstance(hashes, dict) or not hashes or SUMMARY not in hashes:
+        return f"{MARKER} does not list the run's files"
+    for name, digest in hashes.items():
+        file = os.path.join(path, str(name))
+        if os.path.basename(str(name)) != name or not os.path.isfile(file):
+            return f"{name} is missing"
+        if _sha256(file) != digest:
+            return f"{name} has changed since the run completed"
+    return None
 
 
 def inspect(path: str) -> RunStatus:
@@ -188,30 +210,22 @@ def inspect(path: str) -> RunStatus:
         raise OutputError(f"{path} is not a limitdyn run directory (no {MANIFEST}, {SUMMARY} "
                           f"or {MARKER})")
     manifest = None
-    if os.path.exists(os.path.join(path, MANIFEST)):
-        try:
-            manifest = _read_json(os.path.join(path, MANIFEST))
-        except (OSError, json.JSONDecodeError) as err:
-            return RunStatus("corrupt", f"{MANIFEST} is unreadable: {err}")
-    marker = os.path.join(path, MARKER)
-    if os.path.exists(marker):
-        try:
-            hashes = _read_json(marker)["sha256"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-            return RunStatus("corrupt", f"{MARKER} is unreadable: {err}", manifest)
-        for name, digest in hashes.items():
-            file = os.path.join(path, name)
-            if not os.path.exists(file):
-                return RunStatus("corrupt", f"{name} is missing", manifest)
-            if _sha256(file) != digest:
-                return RunStatus("corrupt", f"{name} has changed since the run completed",
-                                 manifest)
-        try:
-            summary = _read_json(os.path.join(path, SUMMARY))
-        except (OSError, json.JSONDecodeError) as err:
-            return RunStatus("corrupt", f"{SUMMARY} is unreadable: {err}", manifest)
-        return RunStatus("complete", f"complete ({len(hashes)} files verified)", manifest,
-                         summary)
+    try:
+        if os.path.exists(os.path.join(path, MANIFEST)):
+            manifest = _read_object(os.path.join(path, MANIFEST))
+            kinds = {"experiment": str, "seed": int, "quick": bool, "config": dict}
+            wrong = [k for k, t in kinds.items() if not isinstance(manifest.get(k), t)]
+            if wrong:
+                raise ValueError(f"{MANIFEST} lacks a valid {', '.join(wrong)}")
+        if os.path.exists(os.path.join(path, MARKER)):
+            problem = _verify(path, _read_object(os.path.join(path, MARKER)))
+            if problem:
+                return RunStatus("corrupt", problem, manifest)
+            summary = _read_object(os.path.join(path, SUMMARY))
+            return RunStatus("complete", "complete (files verified against the completion "
+                             "marker)", manifest, summary)
+    except ValueError as err:
+        return RunStatus("corrupt", str(err), manifest)
     if manifest is None:
         return RunStatus("corrupt", f"no {MANIFEST} and no {MARKER}: cannot be resumed")
     progress = tuple(ckpt.progress_of(os.path.join(path, CHECKPOINTS)))

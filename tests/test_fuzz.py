@@ -137,3 +137,30 @@ def test_cli_toml_files(text, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2, (text, err)
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+JUNK = st.one_of(st.binary(max_size=40), st.text(max_size=40).map(str.encode),
+                 st.sampled_from([b"{}", b"[]", b'{"sha256": {"x": "y"}}', b'{"sha256": 3}',
+                                  b'{"experiment": "validate"}', b"null"]))
+
+
+@FUZZ
+@given(files=st.dictionaries(st.sampled_from(["run.json", "COMPLETE", "summary.json",
+                                              "checkpoints/run-000.npz"]), JUNK, min_size=1))
+def test_cli_show_and_resume_of_damaged_run_directories(files, capsys, tmp_path):
+    """Garbage in a run directory's metadata: `show` says partial (1) or corrupt/not a run
+    (2), `run --resume` refuses with exit 2 — one line, never a traceback."""
+    import shutil
+
+    root = tmp_path / "damaged"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "checkpoints").mkdir(parents=True)
+    for name, content in files.items():
+        (root / name).write_bytes(content)
+    code = cli.main(["show", str(root)])
+    out, err = capsys.readouterr()
+    assert code in (1, 2) and "Traceback" not in out + err
+    code = cli.main(["run", "--resume", str(root), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
