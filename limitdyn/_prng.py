@@ -67,3 +67,42 @@ def trajectory_normals(keys: jax.Array, step: jax.Array, n: int) -> jax.Array:
     counter = lax.iota(_U32, n)[None, :]
     y0, y1 = threefry2x32(a[:, None], b[:, None], jnp.zeros_like(counter), counter)
     return _bits_to_normal(y0 ^ y1)
+
+
+# --- the PRNG implementation as a setting -----------------------------------------------
+
+IMPLS = ("threefry2x32", "threefry4x32", "philox2x32", "philox4x32")
+REFUSED = ("rbg", "unsafe_rbg")
+
+
+def check_impl(prng: str | None) -> str | None:
+    """Validate a ``prng=`` setting (None keeps the key's own implementation)."""
+    if prng is None:
+        return None
+    if not isinstance(prng, str):
+        raise TypeError(f"prng must be a string or None, got {type(prng).__name__}")
+    if prng in REFUSED:
+        raise ValueError(f"prng={prng!r} is refused: under vmap a batch of {prng} keys draws "
+                         "from its first key only, so trajectories would not be independent; "
+                         f"choose from {', '.join(IMPLS)}")
+    if prng not in IMPLS:
+        raise ValueError(f"prng must be one of {', '.join(IMPLS)}, got {prng!r}")
+    return prng
+
+
+def with_impl(key: jax.Array, prng: str | None) -> jax.Array:
+    """``key`` as a key of implementation ``prng`` (validated; rbg keys are refused).
+
+    A key of another implementation is converted by drawing the new key's data from it
+    (``jax.random.bits``), so the conversion keeps all of the key's entropy and is
+    deterministic: the same key and ``prng`` always give the same stream.
+    """
+    prng = check_impl(prng)
+    impl = str(jax.random.key_impl(key))
+    if impl in REFUSED:
+        check_impl(impl)
+    if prng is None or prng == impl:
+        return key
+    shape = jax.random.key_data(jax.random.key(0, impl=prng)).shape
+    data = jax.random.bits(key, shape, jnp.uint32)
+    return jax.random.wrap_key_data(data, impl=prng)

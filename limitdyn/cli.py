@@ -25,6 +25,7 @@ import time
 
 from . import _meta
 from . import config as config_mod
+from ._prng import IMPLS as _PRNGS
 from .checkpoint import CheckpointError
 from .io import OutputError, RunDirectory, check_target, inspect
 
@@ -73,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="small sizes (well under a minute)")
     run.add_argument("--overwrite", action="store_true", help="replace a non-empty --out DIR")
     run.add_argument("--quiet", action="store_true", help="no progress or tables on stdout")
+    run.add_argument("--prng", choices=_PRNGS, default=None,
+                     help="PRNG implementation (default threefry2x32: JAX's default, and the "
+                     "fastest here with limitdyn's fused generator; see benchmarks/README.md)")
     run.add_argument("--resume", metavar="DIR", help="continue the partial run in DIR from its "
                      "checkpoints (its configuration and seed come from DIR/run.json)")
     show = sub.add_parser("show", help="summarise a run directory: complete, partial "
@@ -105,7 +109,8 @@ def _resume_plan(args):
     """Experiment, configuration, seed and quick flag of the partial run in ``args.resume``."""
     given = [flag for flag, value in (("--config", args.config), ("--set", args.set),
                                       ("--out", args.out), ("--seed", args.seed),
-                                      ("--quick", args.quick), ("--overwrite", args.overwrite))
+                                      ("--quick", args.quick), ("--overwrite", args.overwrite),
+                                      ("--prng", args.prng))
              if value]
     if given:
         raise UsageError(f"limitdyn: --resume takes the configuration, seed and output "
@@ -120,7 +125,9 @@ def _resume_plan(args):
                          f"{args.experiment!r}")
     exp = _experiment(name)
     cfg = config_mod.replace(exp.config_cls(), manifest.get("config", {}))
-    return exp, cfg, int(manifest.get("seed", 0)), bool(manifest.get("quick", False)), status
+    prng = manifest.get("prng")
+    return (exp, cfg, int(manifest.get("seed", 0)), bool(manifest.get("quick", False)),
+            None if prng is None else str(prng), status)
 
 
 def _run(args) -> int:
@@ -129,7 +136,7 @@ def _run(args) -> int:
 
     say = (lambda *a, **k: None) if args.quiet else print
     if args.resume is not None:
-        exp, cfg, seed, quick, status = _resume_plan(args)
+        exp, cfg, seed, quick, prng, status = _resume_plan(args)
         out = args.resume
         if status.state == "complete":
             say(f"{out} is already complete ({status.summary.get('experiment')}, verdict "
@@ -144,16 +151,17 @@ def _run(args) -> int:
         exp = _experiment(args.experiment)
         cfg = build_config(exp, args)
         seed = 0 if args.seed is None else args.seed
-        quick = args.quick
+        quick, prng = args.quick, args.prng
         out = args.out or os.path.join("limitdyn-runs",
                                        f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         check_target(out, args.overwrite)
         say(f"limitdyn run {exp.name} (seed {seed}{', quick' if quick else ''}) -> {out}")
         run_dir = RunDirectory(out, {"experiment": exp.name, "seed": seed, "quick": quick,
+                                     "prng": prng,
                                      "config": config_mod.to_dict(cfg),
                                      "argv": sys.argv[1:], "versions": _meta.versions()})
     ctx = experiments.Context(exp.name, seed, run_dir, quick=quick,
-                              progress=not args.quiet, say=say)
+                              progress=not args.quiet, say=say, prng=prng)
     try:
         with auto_checkpoints(run_dir.checkpoints):
             title, intro = exp.run(cfg, ctx)

@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 from tqdm.auto import tqdm
 
-from . import _checks, _meta, estimators, samplers, sgd, stability
+from . import _checks, _meta, _prng, estimators, samplers, sgd, stability
 from . import checkpoint as ckpt
 from .hyper import Hyper
 from .problems import LinearRegression, Quadratic, _as_key
@@ -311,7 +311,7 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
                  window_every: int | None = None, n_groups: int | None = None,
                  keep_trajectories: bool = False, n_chunks: int | None = None,
                  progress: bool | None = None, check_stability: bool = True,
-                 checkpoint: str | os.PathLike | None = None) -> Result:
+                 checkpoint: str | os.PathLike | None = None, prng: str | None = None) -> Result:
     """Simulate ``n_traj`` independent SGD-with-momentum trajectories for ``n_steps`` steps.
 
     The update is theory.md §1 (``sgd.step``); minibatches come from ``sampling``
@@ -346,6 +346,11 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
             continues from it — after a crash, or instantly once finished. A checkpoint
             written by a different run is refused (:class:`~limitdyn.checkpoint.
             CheckpointError`). Inside ``limitdyn run`` every simulation is checkpointed.
+        prng: the PRNG implementation: ``"threefry2x32"``, ``"threefry4x32"``,
+            ``"philox2x32"`` or ``"philox4x32"``; None (default) keeps ``key``'s own
+            (JAX's default, threefry2x32, for ``jax.random.key(seed)``). A key of another
+            implementation is converted deterministically. ``rbg``/``unsafe_rbg`` are
+            refused: under vmap they are not independent per trajectory.
 
     Raises:
         DivergenceError: every trajectory diverged (quotes the stability bound).
@@ -375,7 +380,7 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     n_chunks = default_chunks(progress, checkpoint) if n_chunks is None else _checks.integer(
         "n_chunks", n_chunks, low=1)
     keep_trajectories = bool(keep_trajectories)
-    key = _as_key(key)
+    key = _prng.with_impl(_as_key(key), prng)
     schedule = make_schedule(n_steps, burn_in, record, n_record, window_every,
                              min(n_chunks, n_steps))
     mu = np.asarray(prob.minimiser(hp.weight_decay), dtype=np.float64)

@@ -345,7 +345,7 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
                  window_every: int | None = None, n_groups: int | None = None,
                  keep_trajectories: bool = False, n_chunks: int | None = None,
                  progress: bool | None = None,
-                 checkpoint: str | os.PathLike | None = None) -> Result:
+                 checkpoint: str | os.PathLike | None = None, prng: str | None = None) -> Result:
     """Simulate ``n_traj`` trajectories of the continuous-time model of SGD with momentum.
 
     The result has the same form as :func:`limitdyn.simulate_sgd`'s: statistics of (θ, v)
@@ -370,7 +370,7 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
             noise. Solvers that vmap the diffusion over time (the SRK family: ShARK, SRA1)
             cannot take the batched linear-operator diffusion and are not supported.
         record, n_record, window_every, n_groups, keep_trajectories, n_chunks, progress,
-        checkpoint: as in :func:`limitdyn.simulate_sgd`; ``record``, ``burn_in`` and
+        checkpoint, prng: as in :func:`limitdyn.simulate_sgd`; ``record``, ``burn_in`` and
             ``window_every`` count SGD steps and are rounded to whole runner steps.
 
     Returns:
@@ -430,7 +430,7 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     mu = np.asarray(prob.minimiser(lam), np.float64)
     theta_start = jnp.asarray(_start_points("theta0", theta0, mu, n_traj), dtype)
     v_start = jnp.asarray(_start_points("v0", v0, np.zeros_like(mu), n_traj), dtype)
-    key = _as_key(key)
+    key = _prng.with_impl(_as_key(key), prng)
     stats, timings = run_ensemble(spec, params, key, theta_start, v_start, schedule,
                                   n_groups=n_groups, keep_trajectories=bool(keep_trajectories),
                                   progress=progress, description=f"simulate_sde[{solver}]",

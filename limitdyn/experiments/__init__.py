@@ -16,7 +16,7 @@ from typing import Any
 
 import jax
 
-from .. import _meta
+from .. import _meta, _prng
 from ..io import RunDirectory, markdown_table
 
 
@@ -43,10 +43,10 @@ class Context:
     """What an experiment needs besides its configuration, and where its outputs go."""
 
     def __init__(self, name: str, seed: int, out: RunDirectory, *, quick: bool,
-                 progress: bool, say: Callable[..., None]):
+                 progress: bool, say: Callable[..., None], prng: str | None = None):
         self.name, self.seed, self.out = name, seed, out
         self.quick, self.progress, self.say = quick, progress, say
-        self.key = jax.random.key(seed)
+        self.key = jax.random.key(seed, impl=_prng.check_impl(prng))
         self.sections: list[str] = []
         self.metrics: dict[str, Any] = {}
         self.verdicts: dict[str, dict[str, Any]] = {}
