@@ -122,10 +122,9 @@ def load(path: str, template: Any, run_id: str) -> tuple[Any, int] | None:
     for array, like in zip(arrays, leaves, strict=True):
         if array.shape != _host(like).shape or array.dtype != _host(like).dtype:
             raise CheckpointError(f"checkpoint {path} does not match this run's state layout")
-        if _is_key(like):
-            restored.append(jax.random.wrap_key_data(array, impl=jax.random.key_impl(like)))
-        else:
-            restored.append(jax.device_put(array))
+        value = (jax.random.wrap_key_data(array, impl=jax.random.key_impl(like))
+                 if _is_key(like) else array)
+        restored.append(jax.device_put(value, like.sharding))   # same placement as a fresh run
     return jax.tree_util.tree_unflatten(treedef, restored), progress["next_event"]
 
 
@@ -164,6 +163,10 @@ def auto_checkpoints(directory: str) -> Iterator[None]:
 
 def resolve(checkpoint: str | os.PathLike | None) -> str | None:
     """The path a run checkpoints to: the given one, the scope's next one, or None."""
+    if checkpoint is not None or _SCOPE.get() is not None:
+        if jax.process_count() > 1:
+            raise ValueError("checkpoint: not supported in a multi-process (jax.distributed) "
+                             "run; each process would need the whole state")
     if checkpoint is not None:
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise TypeError(f"checkpoint must be a file path or None, got "

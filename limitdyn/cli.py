@@ -77,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--prng", choices=_PRNGS, default=None,
                      help="PRNG implementation (default threefry2x32: JAX's default, and the "
                      "fastest here with limitdyn's fused generator; see benchmarks/README.md)")
+    dist = run.add_argument_group(
+        "several processes (hosts)", "Start the same command in every process; trajectories are "
+        "sharded over all their devices and only process 0 writes the run directory. Each flag "
+        "defaults to the environment variable named.")
+    dist.add_argument("--coordinator", metavar="HOST:PORT",
+                      default=os.environ.get("LIMITDYN_COORDINATOR"),
+                      help="address of process 0 (LIMITDYN_COORDINATOR)")
+    dist.add_argument("--num-processes", metavar="N", type=int,
+                      default=_env_int("LIMITDYN_NUM_PROCESSES"),
+                      help="number of processes (LIMITDYN_NUM_PROCESSES)")
+    dist.add_argument("--process-id", metavar="I", type=int,
+                      default=_env_int("LIMITDYN_PROCESS_ID"),
+                      help="this process, 0 … N−1 (LIMITDYN_PROCESS_ID)")
     run.add_argument("--resume", metavar="DIR", help="continue the partial run in DIR from its "
                      "checkpoints (its configuration and seed come from DIR/run.json)")
     show = sub.add_parser("show", help="summarise a run directory: complete, partial "
@@ -94,6 +107,43 @@ def build_config(experiment, args) -> object:
     if args.set:
         cfg = config_mod.replace(cfg, config_mod.parse_assignments(args.set), from_text=True)
     return cfg
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"limitdyn: environment variable {name}={value!r} is not an "
+                         "integer") from None
+
+
+def _start_distributed(args) -> bool:
+    """``jax.distributed.initialize`` from the flags; True when this run spans processes."""
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if all(v is None for v in given):
+        return False
+    if any(v is None for v in given):
+        raise UsageError("limitdyn: a multi-process run needs --coordinator, --num-processes "
+                         "and --process-id (or LIMITDYN_COORDINATOR, LIMITDYN_NUM_PROCESSES, "
+                         "LIMITDYN_PROCESS_ID)")
+    if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+        raise UsageError(f"limitdyn: need --num-processes >= 1 and 0 <= --process-id < "
+                         f"{args.num_processes}, got {args.num_processes} and {args.process_id}")
+    if ":" not in args.coordinator:
+        raise UsageError(f"limitdyn: --coordinator must be HOST:PORT, got {args.coordinator!r}")
+    if args.resume is not None:
+        raise UsageError("limitdyn: --resume is for single-process runs (multi-process runs "
+                         "are not checkpointed)")
+    import jax
+
+    # CPU devices of different processes talk through gloo (GPUs use NCCL by themselves).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=args.coordinator,
+                               num_processes=args.num_processes, process_id=args.process_id)
+    return True
 
 
 def _experiment(name: str):
@@ -134,7 +184,9 @@ def _run(args) -> int:
     from . import experiments
     from .checkpoint import auto_checkpoints
 
-    say = (lambda *a, **k: None) if args.quiet else print
+    distributed = _start_distributed(args)
+    writer = not distributed or args.process_id == 0
+    say = print if (writer and not args.quiet) else (lambda *a, **k: None)
     if args.resume is not None:
         exp, cfg, seed, quick, prng, status = _resume_plan(args)
         out = args.resume
@@ -154,8 +206,14 @@ def _run(args) -> int:
         quick, prng = args.quick, args.prng
         out = args.out or os.path.join("limitdyn-runs",
                                        f"{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        check_target(out, args.overwrite)
-        say(f"limitdyn run {exp.name} (seed {seed}{', quick' if quick else ''}) -> {out}")
+        if writer:
+            check_target(out, args.overwrite)
+        else:   # the other processes compute the same run and write nowhere that matters
+            import tempfile
+
+            out = os.path.join(tempfile.mkdtemp(prefix="limitdyn-"), "run")
+        say(f"limitdyn run {exp.name} (seed {seed}{', quick' if quick else ''}) -> {out}"
+            + (f" [{args.num_processes} processes]" if distributed else ""))
         run_dir = RunDirectory(out, {"experiment": exp.name, "seed": seed, "quick": quick,
                                      "prng": prng,
                                      "config": config_mod.to_dict(cfg),
@@ -163,8 +221,11 @@ def _run(args) -> int:
     ctx = experiments.Context(exp.name, seed, run_dir, quick=quick,
                               progress=not args.quiet, say=say, prng=prng)
     try:
-        with auto_checkpoints(run_dir.checkpoints):
+        if distributed:    # every process would need the whole state: no checkpoints
             title, intro = exp.run(cfg, ctx)
+        else:
+            with auto_checkpoints(run_dir.checkpoints):
+                title, intro = exp.run(cfg, ctx)
     except BaseException as err:
         bad_input = isinstance(err, (UsageError, config_mod.ConfigError, OutputError))
         if bad_input or not os.listdir(run_dir.checkpoints):
@@ -182,9 +243,12 @@ def _run(args) -> int:
         "divergence": ctx.divergence,
         "timings": dict(ctx.timings, wall_seconds=time.perf_counter() - ctx.started),
         "resumed": args.resume is not None,
+        "processes": args.num_processes if distributed else 1,
         "environment": ctx.environment(),
     }
     path = run_dir.commit(summary)
+    if not writer:
+        shutil.rmtree(os.path.dirname(run_dir.target), ignore_errors=True)
     say(f"\n{exp.name}: {'PASS' if ctx.passed else 'FAIL'} "
         f"({time.perf_counter() - ctx.started:.1f} s); report: {os.path.join(path, 'report.md')}")
     return 0 if ctx.passed else 1

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from . import _checks, _meta, _prng, estimators, samplers, sgd, stability
@@ -197,6 +199,33 @@ def _init_carry(spec, traj_keys, theta0, v0, n_record, n_groups, keep) -> Carry:
 
 _init_jit = jax.jit(_init_carry, static_argnums=(0, 4, 5, 6))
 
+
+def carry_shardings(carry: Carry, mesh: Mesh) -> Carry:
+    """Where each part of the carry lives: per-trajectory arrays split along the mesh's
+    ``traj`` axis, accumulated sums replicated (kept trajectories split along K)."""
+    along, everywhere = NamedSharding(mesh, P("traj")), NamedSharding(mesh, P())
+    per_traj = lambda tree: jax.tree_util.tree_map(lambda _: along, tree)  # noqa: E731
+    acc = jax.tree_util.tree_map(lambda _: everywhere, carry.acc)
+    if carry.acc.trajectories.ndim == 3:
+        acc = acc._replace(trajectories=NamedSharding(mesh, P(None, "traj")))
+    return Carry(per_traj(carry.state), per_traj(carry.aux), along, along, along, everywhere,
+                 acc)
+
+
+_INIT_SHARDED: dict[Any, Callable] = {}
+
+
+def _init_sharded(spec, mesh, traj_keys, theta0, v0, n_record, n_groups, keep):
+    """The initial carry, created in place on the mesh (no host-side copy of the state)."""
+    cache_key = (spec, mesh, _signature((traj_keys, theta0, v0)), n_record, n_groups, keep)
+    if cache_key not in _INIT_SHARDED:
+        def init(k, t, v):
+            return _init_carry(spec, k, t, v, n_record, n_groups, keep)
+        placement = carry_shardings(jax.eval_shape(init, traj_keys, theta0, v0), mesh)
+        _INIT_SHARDED[cache_key] = (jax.jit(init, out_shardings=placement), placement)
+    init, placement = _INIT_SHARDED[cache_key]
+    return init(traj_keys, theta0, v0), placement
+
 # One executable per (spec, argument shapes): lr/momentum/weight decay, data values, event
 # tables and chunk bounds are all traced, so sweeps reuse it.
 _COMPILED: dict[Any, Callable] = {}
@@ -207,33 +236,80 @@ def _signature(tree) -> tuple:
     return (treedef, tuple((np.shape(x), str(jnp.asarray(x).dtype)) for x in leaves))
 
 
-def _compiled(name: str, fn: Callable, static: Any, args: tuple) -> tuple[Callable, float]:
+def _compiled(name: str, fn: Callable, static: Any, args: tuple,
+              out_shardings: Any = None) -> tuple[Callable, float]:
     # The random stream depends on these settings, and traced code reads them.
     config = (bool(jax.config.jax_threefry_partitionable), str(jax.config.jax_default_prng_impl))
-    cache_key = (name, static, _signature(args), config)
+    placement = tuple(str(getattr(x, "sharding", None)) for x in jax.tree_util.tree_leaves(args))
+    cache_key = (name, static, _signature(args), config, placement)
     if cache_key in _COMPILED:
         return _COMPILED[cache_key], 0.0
     t0 = time.perf_counter()
-    exe = jax.jit(fn, static_argnums=0, donate_argnums=1).lower(static, *args).compile()
+    options = {} if out_shardings is None else {"out_shardings": out_shardings}
+    exe = jax.jit(fn, static_argnums=0, donate_argnums=1, **options).lower(static,
+                                                                          *args).compile()
     _COMPILED[cache_key] = exe
     return exe, time.perf_counter() - t0
 
 
+def trajectory_mesh(n_traj: int, devices: int | None) -> Mesh | None:
+    """The device mesh (one axis, ``"traj"``) the trajectory batch is sharded over.
+
+    ``devices=None``: every device (all processes' under ``jax.distributed``) when that
+    count divides K, otherwise the largest count that does (one process only). An explicit
+    count must divide K. Returns None for a single device (no sharding at all).
+    """
+    available = jax.devices()
+    multi = jax.process_count() > 1
+    if devices is None:
+        n = len(available) if multi else max(c for c in range(1, len(available) + 1)
+                                             if n_traj % c == 0)
+    else:
+        n = _checks.integer("devices", devices, low=1, high=len(available))
+        if multi and n != len(available):
+            raise ValueError(f"devices={n}: a multi-process run shards over all "
+                             f"{len(available)} devices of its processes")
+    if n_traj % n:
+        raise ValueError(f"n_traj={n_traj} must be a multiple of the {n} devices it is "
+                         "sharded over")
+    if n == 1:
+        return None
+    return Mesh(np.array(available[:n]), ("traj",))
+
+
+def _trajectory_keys(key: jax.Array, n_traj: int) -> jax.Array:
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(n_traj))
+
+
 def run_ensemble(spec: Any, params: Any, key: jax.Array, theta0: np.ndarray, v0: np.ndarray,
                  schedule: Schedule, *, n_groups: int, keep_trajectories: bool,
-                 progress: bool, description: str,
-                 checkpoint: str | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+                 progress: bool, description: str, checkpoint: str | None = None,
+                 mesh: Mesh | None = None) -> tuple[dict[str, Any], dict[str, float]]:
     """Run the kernel ``spec`` over the whole schedule; return estimates and timings.
 
     With ``checkpoint`` (a file path) the carry is saved atomically after every chunk and,
     when the file already holds this run's state, the run continues from it
-    (:mod:`limitdyn.checkpoint`).
+    (:mod:`limitdyn.checkpoint`). With a ``mesh`` every per-trajectory array is sharded
+    along its trajectory axis; the statistics are sums over trajectories, which XLA
+    reduces across devices inside the kernel, and come back replicated.
     """
     n_traj = theta0.shape[0]
     n_record = len(schedule.record_steps)
     n_events = len(schedule.event_steps)
-    traj_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(n_traj))
-    carry = _init_jit(spec, traj_keys, theta0, v0, n_record, n_groups, keep_trajectories)
+    if mesh is None:
+        traj_keys = _trajectory_keys(key, n_traj)
+    else:
+        along, everywhere = NamedSharding(mesh, P("traj")), NamedSharding(mesh, P())
+        traj_keys = jax.jit(_trajectory_keys, static_argnums=1, out_shardings=along)(key, n_traj)
+        place = jax.jit(lambda *a: a, out_shardings=(along, along))
+        theta0, v0 = place(theta0, v0)
+        params = jax.jit(lambda p: p, out_shardings=everywhere)(params)
+    if mesh is None:
+        carry = _init_jit(spec, traj_keys, theta0, v0, n_record, n_groups, keep_trajectories)
+        placement = None
+    else:
+        carry, placement = _init_sharded(spec, mesh, traj_keys, theta0, v0, n_record,
+                                         n_groups, keep_trajectories)
     first = 0
     run_id = None
     if checkpoint is not None:
@@ -252,7 +328,8 @@ def run_ensemble(spec: Any, params: Any, key: jax.Array, theta0: np.ndarray, v0:
     if first < n_events:   # a finished checkpoint needs no kernel at all
         zero = jnp.zeros((), jnp.int32)
         run, compile_seconds = _compiled("advance", _advance, spec,
-                                         (carry, params, traj_keys, *events, zero, zero))
+                                         (carry, params, traj_keys, *events, zero, zero),
+                                         out_shardings=placement)
         t0 = time.perf_counter()
         with tqdm(total=int(schedule.event_steps[-1]), initial=int(carry.step),
                   disable=not progress, unit="step", desc=description, leave=False) as bar:
@@ -267,8 +344,11 @@ def run_ensemble(spec: Any, params: Any, key: jax.Array, theta0: np.ndarray, v0:
                 bar.update(int(carry.step) - bar.n)
                 first = int(stop)
     run_seconds = time.perf_counter() - t0
-    return estimators.finalize(carry.acc), {"compile_seconds": compile_seconds,
-                                            "run_seconds": run_seconds}
+    acc = carry.acc
+    if mesh is not None:   # every process gets every statistic
+        acc = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))(acc)
+    return estimators.finalize(acc), {"compile_seconds": compile_seconds,
+                                      "run_seconds": run_seconds}
 
 
 def _start_points(name: str, value: Any, default: np.ndarray, n_traj: int) -> np.ndarray:
@@ -311,7 +391,8 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
                  window_every: int | None = None, n_groups: int | None = None,
                  keep_trajectories: bool = False, n_chunks: int | None = None,
                  progress: bool | None = None, check_stability: bool = True,
-                 checkpoint: str | os.PathLike | None = None, prng: str | None = None) -> Result:
+                 checkpoint: str | os.PathLike | None = None, prng: str | None = None,
+                 devices: int | None = None) -> Result:
     """Simulate ``n_traj`` independent SGD-with-momentum trajectories for ``n_steps`` steps.
 
     The update is theory.md §1 (``sgd.step``); minibatches come from ``sampling``
@@ -351,6 +432,12 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
             (JAX's default, threefry2x32, for ``jax.random.key(seed)``). A key of another
             implementation is converted deterministically. ``rbg``/``unsafe_rbg`` are
             refused: under vmap they are not independent per trajectory.
+        devices: how many devices the trajectories are sharded over (one mesh axis; the
+            statistics are reduced across devices inside the kernel). Default: all of
+            ``jax.devices()`` — every process's under ``jax.distributed.initialize()`` —
+            or, in one process, the largest count dividing ``n_traj``. Trajectory i draws
+            from ``fold_in(key, i)`` wherever it runs, so results do not depend on the
+            device count (up to the order of floating-point sums).
 
     Raises:
         DivergenceError: every trajectory diverged (quotes the stability bound).
@@ -374,6 +461,7 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         if not 1 <= batch_size <= n_examples:
             raise ValueError(f"Hyper.batch_size must be in [1, N={n_examples}] for this problem, "
                              f"got {batch_size}")
+    mesh = trajectory_mesh(n_traj, devices)
     checkpoint = ckpt.resolve(checkpoint)
     if progress is None:   # a bar for runs of more than a few seconds
         progress = n_traj * n_steps > 5 * 10**6
@@ -394,7 +482,7 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     stats, timings = run_ensemble(spec, (prob, traced_hp), key, theta_start, v_start, schedule,
                                   n_groups=n_groups, keep_trajectories=keep_trajectories,
                                   progress=progress, description="simulate_sgd",
-                                  checkpoint=checkpoint)
+                                  checkpoint=checkpoint, mesh=mesh)
     stability.raise_if_all_diverged(int(stats["n_alive"][-1]), n_traj, n_steps, prob, hp,
                                     sampling, "simulate_sgd")
     config = {

@@ -61,6 +61,7 @@ from .runner import (
     default_chunks,
     make_schedule,
     run_ensemble,
+    trajectory_mesh,
     validate_run_args,
 )
 from .sgd import State
@@ -345,7 +346,8 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
                  window_every: int | None = None, n_groups: int | None = None,
                  keep_trajectories: bool = False, n_chunks: int | None = None,
                  progress: bool | None = None,
-                 checkpoint: str | os.PathLike | None = None, prng: str | None = None) -> Result:
+                 checkpoint: str | os.PathLike | None = None, prng: str | None = None,
+                 devices: int | None = None) -> Result:
     """Simulate ``n_traj`` trajectories of the continuous-time model of SGD with momentum.
 
     The result has the same form as :func:`limitdyn.simulate_sgd`'s: statistics of (θ, v)
@@ -370,7 +372,7 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
             noise. Solvers that vmap the diffusion over time (the SRK family: ShARK, SRA1)
             cannot take the batched linear-operator diffusion and are not supported.
         record, n_record, window_every, n_groups, keep_trajectories, n_chunks, progress,
-        checkpoint, prng: as in :func:`limitdyn.simulate_sgd`; ``record``, ``burn_in`` and
+        checkpoint, prng, devices: as in :func:`limitdyn.simulate_sgd`; ``record``, ``burn_in`` and
             ``window_every`` count SGD steps and are rounded to whole runner steps.
 
     Returns:
@@ -412,6 +414,7 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         spec = DiffraxSpec(model, solver, noise_spec, n_sub, stride, diffrax_solver)
     else:
         spec = SDESpec(model, solver, noise_spec, n_sub, stride)
+    mesh = trajectory_mesh(n_traj, devices)
     checkpoint = ckpt.resolve(checkpoint)
     if progress is None:   # a bar for runs of more than a few seconds
         progress = n_traj * n_steps * n_sub * noise_spec.n_normals > 5 * 10**7
@@ -434,7 +437,7 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     stats, timings = run_ensemble(spec, params, key, theta_start, v_start, schedule,
                                   n_groups=n_groups, keep_trajectories=bool(keep_trajectories),
                                   progress=progress, description=f"simulate_sde[{solver}]",
-                                  checkpoint=checkpoint)
+                                  checkpoint=checkpoint, mesh=mesh)
     if int(stats["n_alive"][-1]) == 0:
         raise stability.DivergenceError(
             f"simulate_sde: all {n_traj} trajectories diverged within {n_steps} steps "
