@@ -8,6 +8,8 @@ Contenders (N = 1024, d = 64, S = 32, K = 4096 by default), all with the same st
                           vmapped over trajectories inside ``lax.scan``, batches from
                           ``jax.random.choice(..., replace=False)``;
 * ``optax_floyd``       — the same optax loop with limitdyn's sampler, isolating the sampler;
+* ``numpy``             — a vectorised numpy loop over the (K, d) state (batches drawn with
+                          replacement by ``Generator.integers``, no statistics: favours it);
 * ``floor``             — the bare batched gather-gradient step, no statistics, no optimiser
                           state beyond (θ, v): the cost of the arithmetic itself.
 
@@ -125,6 +127,27 @@ def floor_loop(prob, hp, n_traj, n_steps, batch_fn):
     return run
 
 
+def numpy_loop(prob, hp, n_traj, n_steps, seed=0):
+    """Heavy-ball SGD over (K, d) numpy arrays, one vectorised gather-gradient per step."""
+    import numpy as np
+
+    X, y = np.asarray(prob.X), np.asarray(prob.y)
+    n, d = X.shape
+    rng = np.random.default_rng(seed)
+    theta = np.broadcast_to(np.asarray(prob.minimiser(), X.dtype), (n_traj, d)).copy()
+    v = np.zeros_like(theta)
+    lr, beta, s = np.float32(hp.lr), np.float32(hp.momentum), hp.batch_size
+    t0 = time.perf_counter()
+    for _ in range(n_steps):
+        idx = rng.integers(0, n, size=(n_traj, s))
+        xb = X[idx]                                              # (K, S, d)
+        resid = np.einsum("ksd,kd->ks", xb, theta) - y[idx]
+        grad = np.einsum("ksd,ks->kd", xb, resid) / s
+        v = beta * v - grad
+        theta = theta + lr * v
+    return time.perf_counter() - t0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1024)
@@ -134,6 +157,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--choice-steps", type=int, default=20,
                         help="steps for the slow jax.random.choice baseline (rates are per step)")
+    parser.add_argument("--numpy-steps", type=int, default=20,
+                        help="steps for the numpy loop (rates are per step)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
@@ -141,7 +166,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.d, args.batch, args.traj = 128, 8, 16, 256
-        args.steps, args.choice_steps = 50, 10
+        args.steps, args.choice_steps, args.numpy_steps = 50, 10, 5
         args.repeats = 1
 
     key = jax.random.key(0)
@@ -185,9 +210,14 @@ def main(argv=None):
     record("floor", args.steps, time.perf_counter() - t0,
            _time(lambda: compiled(key, theta0), args.repeats))
 
+    record("numpy", args.numpy_steps, 0.0,
+           statistics.median(numpy_loop(prob, hp, args.traj, args.numpy_steps)
+                             for _ in range(args.repeats)))
+
     rate = {k: v["traj_steps_per_second"] for k, v in rows.items()}
     ratios = {"limitdyn_vs_optax_choice": rate["limitdyn"] / rate["optax_choice"],
               "limitdyn_vs_optax_floyd": rate["limitdyn"] / rate["optax_floyd"],
+              "limitdyn_vs_numpy": rate["limitdyn"] / rate["numpy"],
               "floor_vs_limitdyn": rate["floor"] / rate["limitdyn"]}
     out = {"benchmark": "B1 sgd_linreg", "params": vars(args) | {"lr": hp.lr,
                                                                "momentum": hp.momentum},
