@@ -9,7 +9,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import checkpoint, convergence, noise, samplers, sde, sgd, theory
+from . import checkpoint, convergence, hessian, mlnoise, nn, noise, samplers, sde, sgd, theory
 from .compare import Comparison, compare
 from .hyper import Hyper
 from .problems import LinearRegression, Quadratic
@@ -39,6 +39,7 @@ __all__ = [
     "compare",
     "convergence",
     "hessian",
+    "mlnoise",
     "nn",
     "noise",
     "samplers",

@@ -14,6 +14,7 @@ Continuous time (the Langevin / SME limits, theory.md §2–§6):
 :func:`continuous_error`.
 """
 
+from . import mlnoise
 from .approximation import ApproximationReport, continuous_error, fit_order
 from .continuous import (
     KAT,
@@ -74,6 +75,7 @@ __all__ = [
     "global_displacement",
     "kat_decomposition",
     "local_displacement",
+    "mlnoise",
     "modes",
     "modified_loss",
     "probability_current",
