@@ -9,7 +9,19 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import checkpoint, convergence, hessian, mlnoise, nn, noise, samplers, sde, sgd, theory
+from . import (
+    checkpoint,
+    convergence,
+    hessian,
+    limiting,
+    mlnoise,
+    nn,
+    noise,
+    samplers,
+    sde,
+    sgd,
+    theory,
+)
 from .compare import Comparison, compare
 from .hyper import Hyper
 from .problems import LinearRegression, Quadratic
@@ -39,6 +51,7 @@ __all__ = [
     "compare",
     "convergence",
     "hessian",
+    "limiting",
     "mlnoise",
     "nn",
     "noise",

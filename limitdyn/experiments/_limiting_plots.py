@@ -1,0 +1,183 @@
+"""Figures of the ``limiting`` experiment (mirroring Kunin et al.'s network figures)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_NAMES = {"lr": ("learning rate η", "log"), "batch_size": ("batch size S", "log"),
+          "momentum": ("momentum β", "linear")}
+_DELTA = r"$\Delta_k = \|\theta_k - \theta_0\|^2$"
+_LOCAL = r"$\delta = \|\theta_k - \theta_{k-1}\|^2$"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def fig_displacement(cfg, sweep):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharey=True)
+    for ax, kind in zip(axes, ("lr", "batch_size", "momentum"), strict=True):
+        sel = [(v, p) for k, v, p in sweep if k == kind]
+        cmap = plt.get_cmap("viridis")
+        for j, (v, p) in enumerate(sel):
+            col = cmap(j / max(len(sel) - 1, 1))
+            e = p["expo"]
+            k = e["steps"]
+            ax.plot(k, e["mean"], "o", ms=3, color=col,
+                    label=f"{_NAMES[kind][0].split()[-1]} = {v:g}: c = {e['c']:.2f} "
+                          f"[{e['ci'][0]:.2f}, {e['ci'][1]:.2f}]")
+            w = e["window"]
+            kw = k[w].astype(float)
+            logk = np.log(kw)
+            icpt = np.mean(np.log(e["mean"][w])) - e["c"] * np.mean(logk)
+            ax.plot(kw, np.exp(icpt) * kw ** e["c"], "--", color=col, lw=1.2)
+            ax.plot(k, p["pred_gd"], "-", color=col, lw=0.8, alpha=0.7)
+        ax.axvspan(cfg.fit_start, cfg.fit_stop, color="0.93", zorder=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("step k since the checkpoint")
+        ax.set_title(f"varying {_NAMES[kind][0]}", fontsize=10)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel(_DELTA)
+    fig.tight_layout()
+    return fig
+
+
+def fig_local(cfg, sweep, other):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, kind in zip(axes, ("lr", "batch_size", "momentum"), strict=True):
+        sel = sorted([(v, p) for k, v, p in sweep if k == kind], key=lambda t: t[0])
+        x = np.array([v for v, _ in sel])
+        ax.errorbar(x, [p["meas"] for _, p in sel], yerr=[p["se"] for _, p in sel], fmt="o",
+                    color="C0", ms=6, capsize=3, zorder=3, label="ensemble ± SE")
+        if np.isfinite([p["pred_state"] for _, p in sel]).all():
+            ax.plot(x, [p["pred_state"] for _, p in sel], "s-", color="C1", mfc="none", ms=8,
+                    label="predicted from Σ on the ensemble (no constant)")
+        ax.plot(x, [p["pred"] for _, p in sel], "^:", color="C4", mfc="none", ms=7,
+                label="predicted from Σ(θ*) at the checkpoint")
+        ax.plot(x, [p["paper"] for _, p in sel], "--", color="C2",
+                label=r"paper $A\eta^2/(S(1-\beta^2))$, A fitted")
+        if other is not None and kind == "lr":
+            ax.errorbar([cfg.lr], [other["meas"]], yerr=[other["se"]], fmt="D", color="C3",
+                        ms=6, label=f"{other['sampling']} batches")
+            ax.plot([cfg.lr], [other["pred_state"] if np.isfinite(other["pred_state"])
+                               else other["pred"]], "x", color="C3", ms=9,
+                    label=f"prediction, {other['sampling']}")
+        ax.set_yscale("log")
+        ax.set_xscale(_NAMES[kind][1])
+        ax.set_xlabel(_NAMES[kind][0])
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7.5)
+    axes[0].set_ylabel("stationary " + _LOCAL)
+    fig.tight_layout()
+    return fig
+
+
+def fig_exponents(cfg, sweep):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+    for ax, kind in zip(axes, ("lr", "batch_size", "momentum"), strict=True):
+        sel = sorted([(v, p) for k, v, p in sweep if k == kind], key=lambda t: t[0])
+        x = np.array([v for v, _ in sel])
+        c = np.array([p["expo"]["c"] for _, p in sel])
+        lo = np.array([p["expo"]["ci"][0] for _, p in sel])
+        hi = np.array([p["expo"]["ci"][1] for _, p in sel])
+        ax.errorbar(x, c, yerr=[c - lo, hi - c], fmt="o-", color="C0", capsize=4,
+                    label="ensemble, 95% bootstrap CI")
+        ax.plot(x, [p["c_pred"] for _, p in sel], "s:", color="C1", mfc="none",
+                label="quadratic model")
+        ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+        ax.set_xscale(_NAMES[kind][1])
+        ax.set_xlabel(_NAMES[kind][0])
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel(f"exponent c (steps {cfg.fit_start}–{cfg.fit_stop})")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def fig_spirals(cfg, point, meas):
+    plt = _plt()
+    run = point["run"]
+    n_planes = min(2, run.proj_theta.shape[2])
+    fig, axes = plt.subplots(1, n_planes, figsize=(5.4 * n_planes, 4.6), squeeze=False)
+    alive = run.alive
+    n_show = min(cfg.n_steps, 400)
+    for i, ax in enumerate(axes[0]):
+        a = run.proj_theta[alive][0, :n_show, i]
+        b = run.proj_v[alive][0, :n_show, i]
+        sc = ax.scatter(a, b, c=np.arange(n_show), cmap="plasma", s=4, zorder=3)
+        ax.plot(a, b, "-", color="0.6", lw=0.5, zorder=2)
+        ax.scatter(run.proj_theta[alive][:, -1, i], run.proj_v[alive][:, -1, i], s=8,
+                   color="C0", alpha=0.5, label=f"ensemble at k = {cfg.n_steps}")
+        ax.set_xlabel(rf"$\langle \theta_k - \theta_0, q_{i + 1}\rangle$")
+        ax.set_ylabel(rf"$\langle v_k, q_{i + 1}\rangle$")
+        ax.set_title(f"eigenplane {i + 1}: h = {meas.eigvals[i]:.3g}, "
+                     f"ηω = {point['eta_omega'][i]:.3f} rad/step", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.colorbar(sc, ax=ax, label="step k")
+    fig.tight_layout()
+    return fig
+
+
+def fig_spectra(cfg, point):
+    plt = _plt()
+    k = min(4, point["psd"].shape[1])
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    w = point["freqs"]
+    for i in range(k):
+        col = f"C{i}"
+        ax.plot(w[1:], point["psd"][1:, i], color=col, lw=1, label=f"mode {i + 1}")
+        ax.axvline(point["eta_omega"][i], color=col, ls=":", lw=1)
+        ax.axvline(point["peak_pred"][i], color=col, ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("frequency (radians per step)")
+    ax.set_ylabel("mean periodogram of the projection")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def fig_training(cfg, hist, point):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    if hist:
+        steps = np.concatenate([h["steps"] for h in hist])
+        axes[0].plot(steps, np.concatenate([h["train_loss"] for h in hist]), "-", color="C0",
+                     label="train loss")
+        axes[0].plot(steps, np.concatenate([h["test_loss"] for h in hist]), "-", color="C1",
+                     label="test loss")
+        ax2 = axes[0].twinx()
+        ax2.plot(steps, np.concatenate([h["test_acc"] for h in hist]), ":", color="C2",
+                 label="test accuracy")
+        ax2.set_ylabel("test accuracy")
+        axes[0].set_yscale("log")
+        axes[0].set_xlabel("training step")
+        axes[0].set_title("training to the checkpoint", fontsize=10)
+        axes[0].legend(fontsize=8, loc="upper right")
+    run = point["run"]
+    alive = run.alive
+    for arr, lab, col in ((run.train_loss, "train loss", "C0"), (run.test_loss, "test loss",
+                                                                  "C1")):
+        m = arr[alive].mean(0)
+        axes[1].plot(run.eval_steps, m, "o-", color=col, label=lab)
+    ax3 = axes[1].twinx()
+    ax3.plot(run.eval_steps, run.test_acc[alive].mean(0), "s:", color="C2", label="test acc")
+    ax3.plot(run.eval_steps, run.train_acc[alive].mean(0), "^:", color="C3", label="train acc")
+    ax3.set_ylabel("accuracy")
+    ax3.legend(fontsize=8, loc="lower right")
+    axes[1].set_xlabel("step since the checkpoint")
+    axes[1].set_title("continuations at the default point (ensemble mean)", fontsize=10)
+    axes[1].legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
