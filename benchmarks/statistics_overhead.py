@@ -4,13 +4,13 @@ Same kernel, same K, same steps; only the statistics schedule differs:
 
 * ``nothing``  — one record at the last step, no window (burn_in = n_steps): the kernel
                  alone plus one final reduction;
-* ``default``  — what ``simulate_sgd`` does by default: 50 log-spaced records, ~256 window
+* ``default``  — what ``simulate_sgd`` does by default: 50 log-spaced records, ~64 window
                  samples after burn-in with their lag-one pairs;
 * ``dense``    — 200 log-spaced records and a window sample at every step of the last half.
 
-Both for SGD (linear regression, N = 1024, d = 64, S = 32) and for the SDE (BAOAB, exact
-noise, d = 16). Run time is the kernel's own ``run_seconds`` (warm, compile cached), median
-over interleaved repeats.
+Both for SGD (linear regression, N = 1024, d = 64, S = 32) and for the SDE (Euler–Maruyama,
+frozen noise, d = 16: the cheapest step, where statistics weigh most). Run time is the
+kernel's own ``run_seconds`` (warm, compile cached), median over interleaved repeats.
 
     python benchmarks/statistics_overhead.py [--quick]
 """
@@ -39,7 +39,7 @@ SCHEDULES = {
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traj", type=int, default=4096)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
@@ -53,7 +53,7 @@ def main(argv=None):
     kinds = {
         "sgd": lambda **kw: ld.simulate_sgd(sgd_prob, hp, key, args.traj, args.steps, **kw),
         "sde": lambda **kw: ld.simulate_sde(sde_prob, hp, key, args.traj, args.steps,
-                                            noise="exact", solver="baoab", **kw),
+                                            noise="frozen", solver="em", dt=hp.lr, **kw),
     }
     rows, ratios = {}, {}
     for kind, simulate in kinds.items():

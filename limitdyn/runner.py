@@ -35,6 +35,7 @@ from .problems import LinearRegression, Quadratic, _as_key
 from .result import Result, Stderr
 
 PROBLEM_TYPES = (LinearRegression, Quadratic)
+WINDOW_SAMPLES = 64   # default number of window samples after burn-in
 
 
 class Carry(NamedTuple):
@@ -110,7 +111,7 @@ def make_schedule(n_steps: int, burn_in: int, record: Any, n_record: int,
         rec = np.unique(rec.astype(np.int64))
     window = n_steps - burn_in
     if window_every is None:
-        window_every = max(1, math.ceil(window / 256))
+        window_every = max(1, math.ceil(window / WINDOW_SAMPLES))
     else:
         window_every = _checks.integer("window_every", window_every, low=1)
     win = np.arange(burn_in, n_steps + 1, window_every, dtype=np.int64)
@@ -412,7 +413,10 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
             default ``n_steps // 2``.
         record: ``"log"`` (0 and log-spaced steps, default), ``"linear"``, or explicit steps.
         n_record: number of log/linear points requested (duplicates after rounding merge).
-        window_every: spacing of the window samples; default so that there are about 256.
+        window_every: spacing of the window samples; default so that there are about
+            ``WINDOW_SAMPLES`` = 64 (each sample and its lag-one pair cost an outer product
+            over the ensemble, ~K(2d)² flops: more samples than the window has independent
+            stretches buy little precision and cost time — benchmarks/statistics_overhead.py).
         n_groups: independent trajectory groups for the window's batch-means standard
             errors; default min(32, K).
         keep_trajectories: also return the states at the recorded steps, (T, K, 2d).
