@@ -464,13 +464,15 @@ def run_limiting(cfg: LimitingConfig, ctx: Context):
             p = e["point"]
             xr.append([e["model"], e["n_params"], f"{e['meas'].eigvals[0]:.4g}",
                        f"{e['meas'].trace_h:.4g}", f"{e['meas'].trace_sigma:.4g}",
-                       f"{p['meas']:.4g} ± {p['se']:.2g}", f"{p['pred']:.4g}",
+                       f"{p['meas']:.4g} ± {p['se']:.2g}", f"{p['pred_state']:.4g}",
+                       f"{100 * p['rel_state']:+.1f}%", f"{p['pred']:.4g}",
                        f"{100 * p['rel']:+.1f}%",
                        f"{p['expo']['c']:.3f} [{p['expo']['ci'][0]:.3f}, "
                        f"{p['expo']['ci'][1]:.3f}]", p["n_diverged"]])
         ctx.table("Other architectures at the default point", [
-            "model", "parameters", "h_1", "tr H", "tr Σ", "ensemble δ ± SE", "predicted",
-            "error", "c [95% CI]", "diverged"], xr)
+            "model", "parameters", "h_1", "tr H", "tr Σ", "ensemble δ ± SE",
+            "from Σ on the ensemble", "error", "from Σ(θ*)", "error", "c [95% CI]",
+            "diverged"], xr)
 
     ctx.figure(plots.fig_displacement(cfg, sweep), "displacement.png",
                "Global displacement Δ_k from the checkpoint (log-log) for each sweep point, with "
