@@ -21,6 +21,7 @@ TINY = {
     "displacement.py": ["--n-traj", "32", "--n-steps", "60", "--dim", "16",
                         "--plot", "{tmp}/displacement.png"],
     "sweep_no_recompile.py": ["--n-traj", "32", "--n-steps", "50", "--lrs", "0.05", "0.2"],
+    "long_runs.py": ["--n-traj", "64", "--n-steps", "200", "--dir", "{tmp}"],
 }
 
 

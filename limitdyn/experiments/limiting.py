@@ -352,6 +352,8 @@ def run_limiting(cfg: LimitingConfig, ctx: Context):
         ep = _point(cfg, ctx, enet, etheta, emeas, _hp(cfg), cfg.sampling, 700 + i, rng)
         extras.append(dict(model=model, n_params=enet.n_params, meta=emeta, meas=emeas, point=ep))
     t_extra = time.perf_counter() - t0
+    # its own kernels (compilation included): what `limitdyn show` reports as run time
+    ctx.timings["run_seconds"] += t_train + t_meas + t_cont + t_extra
 
     # --- report ------------------------------------------------------------------------------
     d = points[default_key]
