@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -253,16 +254,31 @@ def _compiled(name: str, fn: Callable, static: Any, args: tuple,
     return exe, time.perf_counter() - t0
 
 
-def trajectory_mesh(n_traj: int, devices: int | None) -> Mesh | None:
+def trajectory_mesh(n_traj: int, devices: int | None, prng: str = "threefry2x32"
+                    ) -> Mesh | None:
     """The device mesh (one axis, ``"traj"``) the trajectory batch is sharded over.
 
     ``devices=None``: every device (all processes' under ``jax.distributed``) when that
     count divides K, otherwise the largest count that does (one process only). An explicit
     count must divide K. Returns None for a single device (no sharding at all).
+
+    philox keys cannot be compiled for several devices (measured with jax 0.10.2: their
+    32-bit multiply-high does not lower under SPMD partitioning): with ``devices=None`` a
+    philox run stays on one device (with a warning), an explicit count > 1 is refused.
     """
     available = jax.devices()
     multi = jax.process_count() > 1
+    shardable = not prng.startswith("philox")
     if devices is None:
+        if not shardable:
+            if multi:
+                raise ValueError(f"prng={prng!r} cannot run on several processes (philox "
+                                 "keys do not compile for several devices); use a threefry "
+                                 "implementation")
+            if len(available) > 1:
+                warnings.warn(f"prng={prng!r}: philox keys do not compile for several "
+                              "devices; running on one device", stacklevel=3)
+            return None
         n = len(available) if multi else max(c for c in range(1, len(available) + 1)
                                              if n_traj % c == 0)
     else:
@@ -270,6 +286,9 @@ def trajectory_mesh(n_traj: int, devices: int | None) -> Mesh | None:
         if multi and n != len(available):
             raise ValueError(f"devices={n}: a multi-process run shards over all "
                              f"{len(available)} devices of its processes")
+    if n > 1 and not shardable:
+        raise ValueError(f"devices={n}: prng={prng!r} cannot be compiled for several devices "
+                         "(philox keys); use devices=1 or a threefry implementation")
     if n_traj % n:
         raise ValueError(f"n_traj={n_traj} must be a multiple of the {n} devices it is "
                          "sharded over")
@@ -465,7 +484,6 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         if not 1 <= batch_size <= n_examples:
             raise ValueError(f"Hyper.batch_size must be in [1, N={n_examples}] for this problem, "
                              f"got {batch_size}")
-    mesh = trajectory_mesh(n_traj, devices)
     checkpoint = ckpt.resolve(checkpoint)
     if progress is None:   # a bar for runs of more than a few seconds
         progress = n_traj * n_steps > 5 * 10**6
@@ -473,6 +491,7 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         "n_chunks", n_chunks, low=1)
     keep_trajectories = bool(keep_trajectories)
     key = _prng.with_impl(_as_key(key), prng)
+    mesh = trajectory_mesh(n_traj, devices, str(jax.random.key_impl(key)))
     schedule = make_schedule(n_steps, burn_in, record, n_record, window_every,
                              min(n_chunks, n_steps))
     mu = np.asarray(prob.minimiser(hp.weight_decay), dtype=np.float64)

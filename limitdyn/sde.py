@@ -414,7 +414,6 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         spec = DiffraxSpec(model, solver, noise_spec, n_sub, stride, diffrax_solver)
     else:
         spec = SDESpec(model, solver, noise_spec, n_sub, stride)
-    mesh = trajectory_mesh(n_traj, devices)
     checkpoint = ckpt.resolve(checkpoint)
     if progress is None:   # a bar for runs of more than a few seconds
         progress = n_traj * n_steps * n_sub * noise_spec.n_normals > 5 * 10**7
@@ -434,6 +433,7 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     theta_start = jnp.asarray(_start_points("theta0", theta0, mu, n_traj), dtype)
     v_start = jnp.asarray(_start_points("v0", v0, np.zeros_like(mu), n_traj), dtype)
     key = _prng.with_impl(_as_key(key), prng)
+    mesh = trajectory_mesh(n_traj, devices, str(jax.random.key_impl(key)))
     stats, timings = run_ensemble(spec, params, key, theta_start, v_start, schedule,
                                   n_groups=n_groups, keep_trajectories=bool(keep_trajectories),
                                   progress=progress, description=f"simulate_sde[{solver}]",

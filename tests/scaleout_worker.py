@@ -17,6 +17,8 @@ parser.add_argument("--process-id", type=int, default=0)
 parser.add_argument("--port", type=int, default=0)
 parser.add_argument("--devices", type=int, default=None)
 parser.add_argument("--chunks", type=int, default=None)
+parser.add_argument("--philox-check", action="store_true",
+                    help="also check how philox keys meet several devices")
 args = parser.parse_args()
 if args.processes > 1:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -43,4 +45,18 @@ if jax.process_index() == 0:
                 arrays[f"{name}/{field}"] = np.asarray(value)
         arrays[f"{name}/se_stationary_cov"] = res.stderr.stationary_cov
     arrays["n_devices"] = np.array(len(jax.devices()))
+    if args.philox_check:
+        import warnings
+
+        try:
+            ld.simulate_sgd(prob, hp, jax.random.key(1), 64, 10, devices=2, prng="philox4x32")
+            arrays["philox_explicit_refused"] = np.array(False)
+        except ValueError as err:
+            arrays["philox_explicit_refused"] = np.array("philox" in str(err))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = ld.simulate_sgd(prob, hp, jax.random.key(1), 64, 10, prng="philox4x32")
+        arrays["philox_default_warned"] = np.array(
+            any("one device" in str(w.message) for w in caught))
+        arrays["philox_default_finite"] = np.array(bool(np.isfinite(res.cov).all()))
     np.savez(args.out, **arrays)

@@ -55,8 +55,12 @@ def test_four_forced_host_devices_give_the_statistics_of_one(one_device, tmp_pat
     flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     for devices in (2, 4):
         out = tmp_path / f"d{devices}.npz"
-        _worker(out, "--devices", devices, env=flags)
+        _worker(out, "--devices", devices, *(["--philox-check"] if devices == 4 else []),
+                env=flags)
         got = _load(out)
+        if devices == 4:   # philox keys do not compile for several devices (jax 0.10.2)
+            assert got.pop("philox_explicit_refused") and got.pop("philox_default_warned")
+            assert got.pop("philox_default_finite")
         assert int(got["n_devices"]) == 4
         _assert_same_statistics(one_device, got, f"{devices} devices")
         # kept trajectories are per-trajectory values, not sums: identical bit for bit
