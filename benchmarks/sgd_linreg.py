@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import jax
@@ -36,14 +37,8 @@ from jax import lax
 import limitdyn as ld
 from limitdyn import _meta, samplers
 
-
-def _time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import median_time as _time
 
 
 def optax_loop(prob, hp, n_traj, n_steps, record_steps, window_steps, batch_fn):
