@@ -5,6 +5,10 @@
 >>> hp = ld.Hyper(lr=0.05, momentum=0.9, batch_size=32)
 >>> res = ld.simulate_sgd(prob, hp, jax.random.key(1), n_traj=4096, n_steps=2000)
 >>> print(ld.compare(res, ld.theory.discrete_stationary_cov(prob, hp)))
+
+Your own loss is a :class:`FiniteSum` (or :class:`Problem`) subclass; a flax network is
+``ld.nn.FlaxProblem.from_module(module, params, x, y)``. Every problem goes through the
+same dynamics (:mod:`limitdyn.dynamics`), runner and observers (:mod:`limitdyn.observers`).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -12,11 +16,14 @@ from importlib.metadata import PackageNotFoundError, version
 from . import (
     checkpoint,
     convergence,
+    dynamics,
     hessian,
     limiting,
     mlnoise,
     nn,
     noise,
+    observers,
+    problems,
     samplers,
     sde,
     sgd,
@@ -24,7 +31,7 @@ from . import (
 )
 from .compare import Comparison, compare
 from .hyper import Hyper
-from .problems import LinearRegression, Quadratic
+from .problems import FiniteSum, LinearRegression, Problem, Quadratic, UnsupportedError
 from .result import Result, Stderr
 from .runner import simulate_sgd
 from .sde import simulate_sde
@@ -39,22 +46,28 @@ except PackageNotFoundError:  # running from a source tree without installing
 __all__ = [
     "Comparison",
     "DivergenceError",
+    "FiniteSum",
     "Hyper",
     "LinearRegression",
+    "Problem",
     "Quadratic",
     "Result",
     "StabilityWarning",
     "State",
     "Stderr",
+    "UnsupportedError",
     "__version__",
     "checkpoint",
     "compare",
     "convergence",
+    "dynamics",
     "hessian",
     "limiting",
     "mlnoise",
     "nn",
     "noise",
+    "observers",
+    "problems",
     "samplers",
     "sde",
     "sgd",

@@ -18,11 +18,14 @@ number of steps):
 
 Non-finite (diverged) trajectories are excluded from the step they diverge: they enter
 no sum and no count.
+
+With ``covariance=False`` (networks: a 2d × 2d matrix per recorded step would not fit) the
+second-moment sums are skipped; means, displacements and their errors remain.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,21 +47,20 @@ class Accumulators(NamedTuple):
     win_local: jax.Array     # (G,)
     lag_count: jax.Array     # (G,) pairs (k, k+1) per group
     lag_outer: jax.Array     # (G, D, D) Σ y_k y_{k+1}ᵀ
-    trajectories: jax.Array  # (T, K, D) if kept, else (0,)
 
 
-def empty(n_record: int, n_groups: int, dim2: int, n_traj: int, keep: bool,
-          dtype) -> Accumulators:
+def empty(n_record: int, n_groups: int, dim2: int, dtype,
+          covariance: bool = True) -> Accumulators:
     z = jnp.zeros
+    m = dim2 if covariance else 0
     return Accumulators(
         count=z((n_record,), dtype), mean=z((n_record, dim2), dtype),
-        cov=z((n_record, dim2, dim2), dtype), fourth=z((n_record, dim2, dim2), dtype),
+        cov=z((n_record, m, m), dtype), fourth=z((n_record, m, m), dtype),
         disp_mean=z((n_record,), dtype), disp_var=z((n_record,), dtype),
         local_mean=z((n_record,), dtype), local_var=z((n_record,), dtype),
         win_count=z((n_groups,), dtype), win_sum=z((n_groups, dim2), dtype),
-        win_outer=z((n_groups, dim2, dim2), dtype), win_local=z((n_groups,), dtype),
-        lag_count=z((n_groups,), dtype), lag_outer=z((n_groups, dim2, dim2), dtype),
-        trajectories=z((n_record, n_traj, dim2), dtype) if keep else z((0,), dtype))
+        win_outer=z((n_groups, m, m), dtype), win_local=z((n_groups,), dtype),
+        lag_count=z((n_groups,), dtype), lag_outer=z((n_groups, m, m), dtype))
 
 
 def _centred(x: jax.Array, alive: jax.Array):
@@ -81,27 +83,23 @@ def _mean_var(values: jax.Array, alive: jax.Array, n: jax.Array):
     return m, var
 
 
-def record(acc: Accumulators, slot: jax.Array, x: jax.Array, theta_start: jax.Array,
-           alive: jax.Array, lr: jax.Array) -> Accumulators:
-    """Store the step's ensemble statistics in row ``slot``."""
+def record(acc: Accumulators, slot: jax.Array, x: jax.Array, disp: jax.Array,
+           local: jax.Array, alive: jax.Array) -> Accumulators:
+    """Store the step's ensemble statistics in row ``slot``: of the phase-space points x
+    (K, D), the global displacements ``disp`` (K,) and the local ones ``local`` (K,)."""
     n, mean, y = _centred(x, alive)
-    d = theta_start.shape[-1]
-    y2 = y * y
-    disp = jnp.sum((x[:, :d] - theta_start) ** 2, axis=-1)
-    local = lr ** 2 * jnp.sum(x[:, d:] ** 2, axis=-1)
     disp_mean, disp_var = _mean_var(disp, alive, n)
     local_mean, local_var = _mean_var(local, alive, n)
     acc = acc._replace(
         count=acc.count.at[slot].set(n), mean=acc.mean.at[slot].set(mean),
-        cov=acc.cov.at[slot].set(y.T @ y / jnp.maximum(n - 1, 1)),
-        fourth=acc.fourth.at[slot].set(y2.T @ y2 / jnp.maximum(n, 1)),
         disp_mean=acc.disp_mean.at[slot].set(disp_mean),
         disp_var=acc.disp_var.at[slot].set(disp_var),
         local_mean=acc.local_mean.at[slot].set(local_mean),
         local_var=acc.local_var.at[slot].set(local_var))
-    if acc.trajectories.ndim == 3:
-        acc = acc._replace(trajectories=acc.trajectories.at[slot].set(
-            jnp.where(alive[:, None], x, jnp.nan)))
+    if acc.cov.shape[-1]:
+        y2 = y * y
+        acc = acc._replace(cov=acc.cov.at[slot].set(y.T @ y / jnp.maximum(n - 1, 1)),
+                           fourth=acc.fourth.at[slot].set(y2.T @ y2 / jnp.maximum(n, 1)))
     return acc
 
 
@@ -132,26 +130,28 @@ def accumulate_lag(acc: Accumulators, anchor: jax.Array, x: jax.Array,
     """
     y = window_anchor(x, alive)
     grouped = _grouper(x.shape[0], acc.lag_count.shape[0])
+    acc = acc._replace(lag_count=acc.lag_count + grouped(alive.astype(x.dtype)).sum(1))
+    if not acc.lag_outer.shape[-1]:
+        return acc
     return acc._replace(
-        lag_count=acc.lag_count + grouped(alive.astype(x.dtype)).sum(1),
         lag_outer=acc.lag_outer + jnp.einsum("gpi,gpj->gij", grouped(anchor), grouped(y)))
 
 
-def accumulate_window(acc: Accumulators, x: jax.Array, alive: jax.Array,
-                      lr: jax.Array) -> Accumulators:
-    """Add one window step to the per-group sums."""
-    y = window_anchor(x, alive)
+def accumulate_window(acc: Accumulators, x: jax.Array, local: jax.Array,
+                      alive: jax.Array) -> Accumulators:
+    """Add one window step (points x (K, D), local displacements (K,)) to the group sums."""
     n_groups = acc.win_count.shape[0]
-    dim2 = x.shape[1]
     grouped = _grouper(x.shape[0], n_groups)
     w = alive.astype(x.dtype)
-    yg = grouped(y)
-    local = jnp.where(alive, lr ** 2 * jnp.sum(x[:, dim2 // 2:] ** 2, axis=-1), 0)
-    return acc._replace(
+    local = jnp.where(alive, local, 0)
+    acc = acc._replace(
         win_count=acc.win_count + grouped(w).sum(1),
         win_sum=acc.win_sum + grouped(jnp.where(alive[:, None], x, 0)).sum(1),
-        win_outer=acc.win_outer + jnp.einsum("gpi,gpj->gij", yg, yg),
         win_local=acc.win_local + grouped(local).sum(1))
+    if not acc.win_outer.shape[-1]:
+        return acc
+    yg = grouped(window_anchor(x, alive))
+    return acc._replace(win_outer=acc.win_outer + jnp.einsum("gpi,gpj->gij", yg, yg))
 
 
 def _group_stats(sums: np.ndarray, counts: np.ndarray):
@@ -164,32 +164,44 @@ def _group_stats(sums: np.ndarray, counts: np.ndarray):
     return pooled, per_group.std(axis=0, ddof=1) / np.sqrt(ok.sum())
 
 
-def finalize(acc: Accumulators) -> dict[str, np.ndarray]:
-    """Host-side float64 estimates and standard errors from the accumulators."""
+def finalize(acc: Accumulators, trajectories: Any = None) -> dict[str, Any]:
+    """Host-side float64 estimates and standard errors from the accumulators (and the kept
+    per-trajectory states, (K, T, D), returned as (T, K, D))."""
     a = {k: np.array(v, dtype=np.float64) for k, v in acc._asdict().items()}   # writable copies
+    covariance = a["cov"].shape[-1] > 0
     n = a["count"]
     nn = np.maximum(n, 1)
     empty_rows = n == 0   # every trajectory diverged: no estimate, not a zero
     for name in ("mean", "cov", "fourth", "disp_mean", "disp_var", "local_mean", "local_var"):
         a[name][empty_rows] = np.nan
-    cov = a["cov"]
-    diag = np.diagonal(cov, axis1=-2, axis2=-1)
-    se_cov = np.sqrt(np.clip(a["fourth"] - (cov * (n - 1)[:, None, None] / nn[:, None, None]) ** 2,
-                             0, None) / nn[:, None, None])
     win_mean, se_win_mean = _group_stats(a["win_sum"], a["win_count"])
-    win_cov, se_win_cov = _group_stats(a["win_outer"], a["win_count"])
     win_local, se_win_local = _group_stats(a["win_local"], a["win_count"])
-    lag_cov, se_lag_cov = _group_stats(a["lag_outer"], a["lag_count"])
+    if covariance:
+        cov = a["cov"]
+        diag = np.diagonal(cov, axis1=-2, axis2=-1)
+        se_cov = np.sqrt(np.clip(a["fourth"] - (cov * (n - 1)[:, None, None]
+                                                / nn[:, None, None]) ** 2,
+                                 0, None) / nn[:, None, None])
+        win_cov, se_win_cov = _group_stats(a["win_outer"], a["win_count"])
+        lag_cov, se_lag_cov = _group_stats(a["lag_outer"], a["lag_count"])
+        groups = {"count": a["win_count"], "sum": a["win_sum"], "outer": a["win_outer"],
+                  "local": a["win_local"], "lag_count": a["lag_count"],
+                  "lag_outer": a["lag_outer"]}
+        se_mean = np.sqrt(np.clip(diag, 0, None) / nn[:, None])
+    else:
+        # no second moments: the mean's error from the per-coordinate spread is not kept
+        cov = se_cov = win_cov = se_win_cov = lag_cov = se_lag_cov = groups = None
+        se_mean = None
+    kept = None
+    if trajectories is not None:
+        kept = np.swapaxes(np.asarray(trajectories, np.float64), 0, 1)
     return dict(
         n_alive=n.astype(np.int64), mean=a["mean"], cov=cov,
         displacement=a["disp_mean"], local_displacement=a["local_mean"],
         stationary_mean=win_mean, stationary_cov=win_cov,
         stationary_local_displacement=float(win_local), stationary_lag_cov=lag_cov,
-        window_groups={"count": a["win_count"], "sum": a["win_sum"], "outer": a["win_outer"],
-                       "local": a["win_local"], "lag_count": a["lag_count"],
-                       "lag_outer": a["lag_outer"]},
-        trajectories=a["trajectories"] if a["trajectories"].ndim == 3 else None,
-        se_mean=np.sqrt(np.clip(diag, 0, None) / nn[:, None]), se_cov=se_cov,
+        window_groups=groups, trajectories=kept,
+        se_mean=se_mean, se_cov=se_cov,
         se_displacement=np.sqrt(a["disp_var"] / nn),
         se_local_displacement=np.sqrt(a["local_var"] / nn),
         se_stationary_mean=se_win_mean, se_stationary_cov=se_win_cov,

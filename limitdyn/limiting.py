@@ -7,17 +7,21 @@ The protocol of Kunin et al.'s network experiment at a scale a CPU can run:
    **flat** parameter vector θ ∈ ℝᵈ (``ravel_pytree`` order).
 2. :func:`train_checkpoint` — train to convergence with SGD + momentum + weight decay and
    keep (θ, v); :func:`save_checkpoint` / :func:`load_checkpoint` store it as ``.npz``.
-3. :func:`continue_sgd` — K vmapped continuations from the checkpoint (independent minibatch
-   streams, ``iid`` or ``reshuffle`` sampling), recording at every step the global
-   displacement Δ_k = ‖θ_k − θ_0‖², the local displacement δ_k = ‖θ_k − θ_{k−1}‖² = η²‖v_k‖²
-   and the projections of (θ_k − θ_0, v_k) on a basis (the top Hessian eigenvectors), and
-   train/test loss and accuracy every ``eval_every`` steps. The update is theory.md §1::
+3. :func:`continue_sgd` — K continuations from the checkpoint through the library's runner
+   (:func:`limitdyn.simulate_sgd` on the network's :class:`~limitdyn.nn.FlaxProblem`:
+   independent minibatch streams, ``iid`` or ``reshuffle`` sampling), recording at every
+   step the global displacement Δ_k = ‖θ_k − θ_0‖², the local displacement
+   δ_k = ‖θ_k − θ_{k−1}‖² = η²‖v_k‖² and the projections of (θ_k − θ_0, v_k) on a basis (the
+   top Hessian eigenvectors), and train/test loss and accuracy every ``eval_every`` steps
+   (traces). The update is theory.md §1::
 
        v_{k+1} = β v_k − g_B(θ_k) − λ θ_k,    θ_{k+1} = θ_k + η v_{k+1}
 
    (v is the *negative* of optax's momentum buffer). η, β, λ are traced: one compilation
-   serves an η or β sweep. A trajectory whose parameters or loss stop being finite (or whose
-   training loss exceeds ``diverge_loss``) is frozen, flagged and counted, never averaged.
+   serves an η or β sweep. Divergence is the runner's rule (non-finite or out-of-range
+   coordinates, or a training loss above ``diverge_loss`` at the evaluation steps): such a
+   trajectory is frozen, flagged and counted, never averaged. Inside ``limitdyn run``
+   every continuation is checkpointed and resumes after a kill.
 4. :func:`measure_checkpoint` — top-k Hessian eigenpairs (Lanczos), tr H (Hutchinson), the
    per-example gradient covariance Σ = (1/N) Σ_i g_i g_iᵀ − ḡḡᵀ (theory.md §1) through
    per-example gradients (vmap), its trace and its restriction VΣVᵀ to the top-k subspace.
@@ -47,9 +51,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from . import _checks, samplers
+from . import _checks, observers, samplers
 from .hessian import hutchinson_trace, lanczos
-from .nn import Dataset, count_params, init_params, load_dataset, loss_function, make_model
+from .hyper import Hyper
+from .nn import (
+    Dataset,
+    FlaxProblem,
+    count_params,
+    init_params,
+    load_dataset,
+    loss_function,
+    make_model,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -77,7 +90,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "limitdyn-limiting-checkpoint-1"
 SAMPLINGS = ("iid", "reshuffle")
-_TRACES = {"continue": 0}       # trace counter of the continuation kernel (tests: no retrace)
 
 
 # --- the network -------------------------------------------------------------------------------
@@ -87,7 +99,9 @@ class Network:
     """A model, its loss and a train/test split, on flat parameter vectors.
 
     ``spec`` records how it was built (for checkpoints); ``x``/``y`` the training set (N rows),
-    ``x_test``/``y_test`` the held-out rows; ``unravel`` maps a flat θ to the flax pytree.
+    ``x_test``/``y_test`` the held-out rows; ``unravel`` maps a flat θ to the flax pytree;
+    ``problem`` is the training loss as a :class:`~limitdyn.nn.FlaxProblem` (what the
+    dynamics step).
     """
 
     spec: dict[str, Any]
@@ -99,6 +113,7 @@ class Network:
     y_test: jax.Array
     n_params: int
     unravel: Any
+    problem: FlaxProblem
 
     @property
     def n(self) -> int:
@@ -147,8 +162,10 @@ def make_network(dataset: str = "digits", model: str = "fcn", *, width: int = 32
     flat, unravel = ravel_pytree(params)
     spec = dict(dataset=dataset, model=model, width=width, depth=depth, loss=loss,
                 n_train=n_train, n_test=n_test, seed=seed)
-    net = Network(spec, mod, loss, x, jnp.asarray(data.y[tr]), jnp.asarray(data.x[te]),
-                  jnp.asarray(data.y[te]), count_params(params), unravel)
+    y = jnp.asarray(data.y[tr])
+    problem = FlaxProblem.from_module(mod, params, x, y, loss=loss)
+    net = Network(spec, mod, loss, x, y, jnp.asarray(data.x[te]), jnp.asarray(data.y[te]),
+                  count_params(params), unravel, problem)
     return net, np.asarray(flat)
 
 
@@ -235,67 +252,17 @@ class Continuation(NamedTuple):
         return int(self.diverged.sum())
 
 
-_KERNELS: dict[tuple, Any] = {}
+def _project(theta: jax.Array, velocity: jax.Array, data) -> jax.Array:
+    """(Vᵀ(θ − θ_0), Vᵀv) for the rows V of a basis (trace function; data = (V, θ_0))."""
+    basis, origin = data
+    return jnp.concatenate([basis @ (theta - origin), basis @ velocity])
 
 
-def _kernel(net: Network, batch_size: int, sampling: str, n_blocks: int, block: int):
-    sig = (id(net), batch_size, sampling, n_blocks, block)
-    if sig in _KERNELS:
-        return _KERNELS[sig][1]
-    sampler = samplers.build(sampling, net.n, batch_size)
-    grad = jax.grad(net.loss)
-
-    def run(theta0, v0, keys, eta, beta, lam, basis, x, y, xt, yt, diverge_loss, diverge_norm):
-        _TRACES["continue"] += 1
-        K = keys.shape[0]
-        sstate = jax.vmap(lambda k: sampler.init(jax.random.fold_in(k, 0x7FFFFFFF)))(keys)
-
-        def step(carry, t):
-            theta, v, ss, bad, bad_at = carry
-            sk = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
-            idx, ss = jax.vmap(sampler.next, in_axes=(0, 0, None))(sk, ss, t)
-            g = jax.vmap(lambda th, i: grad(th, x[i], y[i]))(theta, idx)
-            v_new = beta * v - g - lam * theta                           # theory.md §1
-            th_new = theta + eta * v_new
-            # not finite, or run away (‖θ − θ_0‖ beyond diverge_norm): diverged
-            dev_new = th_new - theta0[None, :]
-            finite = (jnp.all(jnp.isfinite(th_new), axis=1) & jnp.all(jnp.isfinite(v_new), 1)
-                      & (jnp.sum(dev_new * dev_new, 1) < diverge_norm ** 2))
-            now = ~bad & ~finite
-            bad = bad | ~finite
-            theta = jnp.where(bad[:, None], theta, th_new)
-            v = jnp.where(bad[:, None], v, v_new)
-            bad_at = jnp.where(now, t + 1, bad_at)
-            dev = theta - theta0[None, :]
-            rec = (jnp.sum(dev * dev, 1), eta * eta * jnp.sum(v * v, 1), dev @ basis.T,
-                   v @ basis.T)
-            return (theta, v, ss, bad, bad_at), rec
-
-        def evaluate(theta):
-            def one(th):
-                return (net.loss(th, x, y), net.accuracy(th, x, y), net.loss(th, xt, yt),
-                        net.accuracy(th, xt, yt))
-            return jax.lax.map(one, theta)
-
-        def blk(carry, b):
-            carry, rec = jax.lax.scan(step, carry, b * block + jnp.arange(block))
-            theta, v, ss, bad, bad_at = carry
-            ev = evaluate(theta)
-            over = ~jnp.isfinite(ev[0]) | (ev[0] > diverge_loss)
-            bad_at = jnp.where(~bad & over, (b + 1) * block, bad_at)
-            bad = bad | over
-            return (theta, v, ss, bad, bad_at), (rec, ev)
-
-        th0 = jnp.broadcast_to(theta0, (K, theta0.size))
-        init = (th0, jnp.broadcast_to(v0, th0.shape), sstate, jnp.zeros(K, bool),
-                jnp.full(K, -1, jnp.int32))
-        ev0 = evaluate(th0[:1])
-        carry, (rec, ev) = jax.lax.scan(blk, init, jnp.arange(n_blocks))
-        return carry, rec, ev, ev0
-
-    fn = jax.jit(run)
-    _KERNELS[sig] = (net, fn)           # keep net alive so id() is not reused
-    return fn
+def _evaluate(theta: jax.Array, velocity: jax.Array, data) -> jax.Array:
+    """Train loss, train accuracy, test loss, test accuracy (trace function)."""
+    prob, x_test, y_test = data
+    return jnp.stack([prob.loss(theta), prob.accuracy(theta), prob.loss_on(theta, x_test, y_test),
+                      prob.accuracy(theta, x_test, y_test)])
 
 
 def _key(key: Any) -> jax.Array:
@@ -318,8 +285,7 @@ def _hyper(lr: Any, momentum: Any, weight_decay: Any, batch_size: Any, n: int
 def continue_sgd(net: Network, theta0: Any, *, key: Any, n_traj: int, n_steps: int, lr: float,
                  momentum: float, weight_decay: float, batch_size: int,
                  sampling: str = "reshuffle", v0: Any | None = None, basis: Any | None = None,
-                 eval_every: int | None = None, diverge_loss: float = 1e3,
-                 diverge_norm: float | None = None) -> Continuation:
+                 eval_every: int | None = None, diverge_loss: float = 1e3) -> Continuation:
     """K = ``n_traj`` SGD continuations from θ_0 (theory.md §1 update; see module docstring).
 
     Args:
@@ -327,17 +293,19 @@ def continue_sgd(net: Network, theta0: Any, *, key: Any, n_traj: int, n_steps: i
         theta0: the flat start θ_0 (d,), e.g. a checkpoint's ``theta``.
         key: PRNG key or int; trajectory i uses ``fold_in(key, i)`` and step t of it
             ``fold_in(fold_in(key, i), t)`` — independent minibatch streams.
+        n_traj: number of continuations K.
         n_steps: steps (a multiple of ``eval_every``, default ``n_steps // 10`` or 1).
-        lr, momentum, weight_decay: η, β, λ (traced: a sweep reuses the compiled kernel).
+        lr: η (traced: a sweep reuses the compiled kernel).
+        momentum: β (traced).
+        weight_decay: λ (traced).
         batch_size: S (static: changes the shapes).
         sampling: ``"iid"`` (independent S-subsets) or ``"reshuffle"`` (epoch permutations).
         v0: start velocity (default 0: a fresh optimiser, as when training is resumed).
         basis: (k, d) rows to project (θ − θ_0) and v on (default: none, k = 0).
-        diverge_loss: a trajectory is flagged when its training loss exceeds this (checked
-            every ``eval_every`` steps) ...
-        diverge_norm: ... or at the first step with ‖θ_k − θ_0‖ above this (default
-            10³ (1 + ‖θ_0‖)) or a non-finite θ or v. Flagged trajectories are frozen, their
-            later Δ and δ set to NaN, and counted (``diverged``).
+        eval_every: steps between evaluations of the train and test loss and accuracy.
+        diverge_loss: a trajectory whose training loss exceeds this at an evaluation step
+            (or whose coordinates leave the runner's bounds at any step) is frozen, its Δ
+            and δ NaN after that step, and counted (``diverged``).
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a limitdyn.limiting.Network, got {type(net).__name__}")
@@ -346,17 +314,12 @@ def continue_sgd(net: Network, theta0: Any, *, key: Any, n_traj: int, n_steps: i
     n_steps = _checks.integer("n_steps", n_steps, low=1)
     eta, beta, lam, batch_size = _hyper(lr, momentum, weight_decay, batch_size, net.n)
     _checks.choice("sampling", sampling, SAMPLINGS)
-    if sampling == "reshuffle" and net.n // batch_size < 1:
-        raise ValueError("reshuffle needs batch_size <= N")
     eval_every = max(n_steps // 10, 1) if eval_every is None else _checks.integer(
         "eval_every", eval_every, low=1, high=n_steps)
     if n_steps % eval_every:
         raise ValueError(f"n_steps ({n_steps}) must be a multiple of eval_every ({eval_every})")
     diverge_loss = _checks.finite_float("diverge_loss", diverge_loss, low=0.0, low_open=True)
     d = net.n_params
-    if diverge_norm is None:
-        diverge_norm = 1e3 * (1 + float(np.linalg.norm(np.asarray(theta0, np.float64))))
-    diverge_norm = _checks.finite_float("diverge_norm", diverge_norm, low=0.0, low_open=True)
     theta0 = np.asarray(theta0, np.float32)
     if theta0.shape != (d,) or not np.all(np.isfinite(theta0)):
         raise ValueError(f"theta0 must be a finite vector of {d} parameters, got "
@@ -367,49 +330,66 @@ def continue_sgd(net: Network, theta0: Any, *, key: Any, n_traj: int, n_steps: i
     basis = np.zeros((0, d), np.float32) if basis is None else np.asarray(basis, np.float32)
     if basis.ndim != 2 or basis.shape[1] != d:
         raise ValueError(f"basis must have shape (k, {d}), got {basis.shape}")
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_traj))
-    fn = _kernel(net, batch_size, sampling, n_steps // eval_every, eval_every)
-    import time
+    from .runner import simulate_sgd
 
-    t0 = time.perf_counter()
-    f32 = jnp.float32
-    carry, rec, ev, ev0 = jax.block_until_ready(fn(
-        jnp.asarray(theta0), jnp.asarray(v0), keys, f32(eta), f32(beta), f32(lam),
-        jnp.asarray(basis), net.x, net.y, net.x_test, net.y_test, f32(diverge_loss),
-        f32(diverge_norm)))
-    seconds = time.perf_counter() - t0
-    theta, v, _, bad, bad_at = (np.asarray(a) for a in carry)
-
-    def steps_last(a):            # (blocks, block, K, ...) -> (K, T, ...)
-        a = np.asarray(a)
-        a = a.reshape(n_steps, *a.shape[2:])
-        return np.moveaxis(a, 0, 1)
-
-    gd, ld, pt, pv = (steps_last(a) for a in rec)
-    ev = [np.concatenate([np.broadcast_to(np.asarray(e0), (n_traj, 1)), np.asarray(e).T], 1)
-          for e0, e in zip(ev0, ev, strict=True)]
     eval_steps = np.arange(0, n_steps + 1, eval_every)
-    bad_at = bad_at.astype(np.int64)
-    # a trajectory is frozen from its flagged step: mark what follows as not a measurement
-    after = (bad_at[:, None] >= 0) & (np.arange(1, n_steps + 1)[None] >= bad_at[:, None])
-    gd = np.where(after, np.nan, gd)
-    ld = np.where(after, np.nan, ld)
-    return Continuation(gd, ld, pt, pv, eval_steps, *ev, bad.astype(bool), bad_at, theta, v,
-                        seconds)
+    evaluation = observers.Trace.from_dict(
+        {"eval": (_evaluate, (net.problem, net.x_test, net.y_test))}, eval_steps,
+        name="evaluation")
+    hp = Hyper(lr=eta, momentum=beta, weight_decay=lam, batch_size=batch_size)
+    res = simulate_sgd(
+        net.problem, hp, key, n_traj, n_steps, sampling=sampling, theta0=theta0, v0=v0,
+        record=eval_steps, burn_in=n_steps,
+        traces={"global": "displacement", "local": "local_displacement",
+                "proj": (_project, (jnp.asarray(basis), jnp.asarray(theta0)))},
+        trace_steps=np.arange(1, n_steps + 1), observers=[evaluation], keep_final=True,
+        max_loss=diverge_loss)
+    k = basis.shape[0]
+    proj = res.traces["proj"]
+    ev = np.moveaxis(res.observed["evaluation"]["eval"], -1, 0)      # (4, K, E)
+    diverged_at = res.diverged_at.astype(np.int64)
+    seconds = float(res.metadata["compile_seconds"] + res.metadata["run_seconds"])
+    return Continuation(res.traces["global"], res.traces["local"], proj[..., :k],
+                        proj[..., k:], eval_steps, *ev, diverged_at >= 0, diverged_at,
+                        res.final["theta"], res.final["velocity"], seconds)
 
 
 def train_checkpoint(net: Network, theta_init: Any, *, key: Any, n_steps: int, lr: float,
                      momentum: float, weight_decay: float, batch_size: int,
-                     sampling: str = "reshuffle", eval_every: int | None = None
-                     ) -> tuple[Checkpoint, Continuation]:
-    """Train one network from ``theta_init`` with the continuation kernel (K = 1) and return
-    the final (θ, v) as a :class:`Checkpoint` (``meta`` holds the loss history) and the run."""
-    run = continue_sgd(net, theta_init, key=key, n_traj=1, n_steps=n_steps, lr=lr,
-                       momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
-                       sampling=sampling, eval_every=eval_every)
-    if run.n_diverged:
-        raise ValueError(f"training diverged at step {int(run.diverged_at[0])} (lr={lr:g}); "
+                     sampling: str = "reshuffle", eval_every: int | None = None,
+                     v0: Any | None = None) -> tuple[Checkpoint, Continuation]:
+    """Train one network from ``theta_init`` (and velocity ``v0``, default 0) with the
+    library's runner and return the final (θ, v) as a :class:`Checkpoint` (``meta`` holds
+    the loss history) and the run (its per-step arrays are empty: only the evaluations at
+    ``eval_every`` steps are recorded)."""
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a limitdyn.limiting.Network, got {type(net).__name__}")
+    key = _key(key)
+    n_steps = _checks.integer("n_steps", n_steps, low=1)
+    eta, beta, lam, batch_size = _hyper(lr, momentum, weight_decay, batch_size, net.n)
+    _checks.choice("sampling", sampling, SAMPLINGS)
+    eval_every = max(n_steps // 10, 1) if eval_every is None else _checks.integer(
+        "eval_every", eval_every, low=1, high=n_steps)
+    if n_steps % eval_every:
+        raise ValueError(f"n_steps ({n_steps}) must be a multiple of eval_every ({eval_every})")
+    from .runner import simulate_sgd
+
+    eval_steps = np.arange(0, n_steps + 1, eval_every)
+    hp = Hyper(lr=eta, momentum=beta, weight_decay=lam, batch_size=batch_size)
+    res = simulate_sgd(
+        net.problem, hp, key, 1, n_steps, sampling=sampling,
+        theta0=np.asarray(theta_init, np.float32), v0=v0, record=eval_steps,
+        burn_in=n_steps, traces={"eval": (_evaluate, (net.problem, net.x_test, net.y_test))},
+        trace_steps=eval_steps, keep_final=True, max_loss=1e3)
+    if res.diverged_at[0] >= 0:
+        raise ValueError(f"training diverged at step {int(res.diverged_at[0])} (lr={lr:g}); "
                          "lower the learning rate")
+    ev = np.moveaxis(res.traces["eval"], -1, 0)                      # (4, 1, E)
+    empty = np.zeros((1, 0))
+    run = Continuation(empty, empty, empty[..., None], empty[..., None], eval_steps, *ev,
+                       np.zeros(1, bool), np.full(1, -1), res.final["theta"],
+                       res.final["velocity"],
+                       float(res.metadata["compile_seconds"] + res.metadata["run_seconds"]))
     meta = dict(network=net.spec, lr=lr, momentum=momentum, weight_decay=weight_decay,
                 batch_size=batch_size, sampling=sampling, n_steps=n_steps,
                 eval_steps=run.eval_steps.tolist(), train_loss=run.train_loss[0].tolist(),

@@ -41,35 +41,39 @@ Integrators (``solver``):
 
 Paths never share randomness: path i's key is ``fold_in(key, i)``; its normals at step n
 are ``normal(fold_in(key_i, n))`` and its start ``init(fold_in(key_i, 2³¹ − 1))``, so
-results do not depend on the number of paths. T, dt, l_ref, burn-in, number of steps and
-the landscape's arrays are traced: a sweep over them reuses one compiled kernel.
+results do not depend on the number of paths. T, dt, l_ref, burn-in and the landscape's
+arrays are traced: a sweep over them reuses one compiled kernel.
 
-:func:`simulate` runs the SDE, :func:`simulate_sgd` discrete minibatch SGD on a
-regression; both return an :class:`MLResult` of per-path time averages (after burn-in,
-weighted by time), histograms and snapshots, never full trajectories. A path whose loss
-exceeds ``l_cap`` or becomes non-finite is frozen and counted in ``n_diverged``; it is
-left out of every average.
+Both landscapes are problems of the library's protocol (:class:`~limitdyn.Problem`;
+:class:`GainRegression` a :class:`~limitdyn.FiniteSum`), and both drivers run on the one
+runner: :func:`simulate` advances the dynamics :class:`limitdyn.dynamics.MLNoiseSDE`,
+:func:`simulate_sgd` the heavy-ball SGD of :func:`limitdyn.simulate_sgd` (β = 0) — so
+they are checkpointed and resumed like every simulation. Both return an
+:class:`MLResult` of per-path time averages (after burn-in, weighted by time), histograms
+and snapshots (observers :class:`~limitdyn.observers.TimeAverage` and
+:class:`~limitdyn.observers.Trace`), never full trajectories. A path whose loss exceeds
+``l_cap`` (checked at every snapshot) or whose state leaves the runner's bounds is frozen
+and counted in ``n_diverged``; it is left out of every average from then on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from typing import Any, NamedTuple
+from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from . import _checks, _prng, samplers
-from .problems import _as_key
+from . import _accounting, _checks, observers, runner, samplers
+from .dynamics import HeavyBall, MLNoiseSDE
+from .dynamics.mlnoise import INCREMENTS, NOISES, SOLVERS
+from .hyper import Hyper
+from .problems import FiniteSum, Problem, _as_key
 from .theory import mlnoise as th
 
-NOISES = ("homogeneous", "ml", "ml-curvature", "sgd")
-SOLVERS = ("em", "time-change")
-INCREMENTS = ("gaussian", "rademacher")
 _INIT_SLOT = 2 ** 31 - 1
 _TWO_PI = 2 * np.pi
 
@@ -86,8 +90,7 @@ def _check_range(a_min: Any, a_max: Any) -> tuple[float, float]:
     return a_min, a_max
 
 
-@jax.tree_util.register_pytree_node_class
-class CosineLandscape:
+class CosineLandscape(Problem):
     """L(x, y) = a(y) Σ_{j ≤ k} (1 − cos x_j), θ = (x_1 … x_k, y) (theory.md §8).
 
     Residuals r_j = 2√a(y) sin(x_j/2) (L = ½‖r‖², c = 1); minimisers {x ∈ 2πℤ^k} × circle,
@@ -96,20 +99,16 @@ class CosineLandscape:
     x → x + 2π changes the curvature-shaped noise only by ξ → −ξ).
     """
 
+    k: int = eqx.field(static=True)
+    a_min: Any
+    a_max: Any
+
     def __init__(self, k: int, a_min: Any = 1.0, a_max: Any = 4.0):
         self.k = _checks.integer("k", k, low=1, high=4096)
         if not (isinstance(a_min, jax.core.Tracer) or isinstance(a_max, jax.core.Tracer)):
             a_min, a_max = _check_range(a_min, a_max)
+            a_min, a_max = jnp.float32(a_min), jnp.float32(a_max)
         self.a_min, self.a_max = a_min, a_max
-
-    def tree_flatten(self):
-        return (self.a_min, self.a_max), self.k
-
-    @classmethod
-    def tree_unflatten(cls, k, leaves):
-        obj = object.__new__(cls)
-        obj.k, (obj.a_min, obj.a_max) = k, leaves
-        return obj
 
     def __repr__(self) -> str:
         return f"CosineLandscape(k={self.k}, a_min={self.a_min}, a_max={self.a_max})"
@@ -122,7 +121,6 @@ class CosineLandscape:
     def n_residuals(self) -> int:
         return self.k
 
-    n_examples = None
     scale = 1.0
 
     def residuals(self, theta: jax.Array) -> jax.Array:
@@ -152,9 +150,13 @@ class CosineLandscape:
         s = jnp.sin(0.5 * theta[:-1])
         return 2 * a * jnp.sum(s * s)
 
+    def gradient(self, theta: jax.Array) -> jax.Array:
+        r, vjp = self.linearize(theta)
+        return vjp(r)[0]
+
     def coordinate(self, theta: jax.Array) -> jax.Array:
-        """Position along the minimiser set (y)."""
-        return theta[-1]
+        """Position along the minimiser set (y, in [0, 2π))."""
+        return jnp.mod(theta[-1], _TWO_PI)
 
     def curvature(self, theta: jax.Array) -> jax.Array:
         return _curvature(theta[-1], self.a_min, self.a_max)
@@ -169,8 +171,7 @@ class CosineLandscape:
         return jnp.concatenate([(u[:-1] - 0.5) * _TWO_PI, u[-1:] * _TWO_PI])
 
 
-@jax.tree_util.register_pytree_node_class
-class GainRegression:
+class GainRegression(FiniteSum):
     """Interpolating regression with a learnable gain: r_i = √a(y)·z_iᵀw, L = (1/2N)‖r‖².
 
     θ = (w ∈ ℝ^p, y), N < p + 1 examples (the rows of Z). Zero loss on {Zw = 0} × circle
@@ -180,12 +181,19 @@ class GainRegression:
     ``init_scale``: the start is w ~ N(0, init_scale² I), y uniform.
     """
 
+    Z: jax.Array
+    a_min: Any
+    a_max: Any
+    init_scale: Any
+
     def __init__(self, Z: Any, a_min: Any = 1.0, a_max: Any = 4.0, init_scale: Any = 0.1):
         if not isinstance(Z, jax.core.Tracer):
             Z = _checks.real_array("Z", Z, ndim=2)
             a_min, a_max = _check_range(a_min, a_max)
             init_scale = _checks.finite_float("init_scale", init_scale, low=0.0)
             Z = jnp.asarray(Z, jnp.float32)
+            a_min, a_max, init_scale = (jnp.float32(a_min), jnp.float32(a_max),
+                                        jnp.float32(init_scale))
         self.Z, self.a_min, self.a_max, self.init_scale = Z, a_min, a_max, init_scale
 
     @classmethod
@@ -196,15 +204,6 @@ class GainRegression:
         g = np.asarray(jax.random.normal(_as_key(key), (p, n)), np.float64)
         q, _ = np.linalg.qr(g)
         return cls(math.sqrt(n) * q.T, **kw)
-
-    def tree_flatten(self):
-        return (self.Z, self.a_min, self.a_max, self.init_scale), None
-
-    @classmethod
-    def tree_unflatten(cls, aux, leaves):
-        obj = object.__new__(cls)
-        obj.Z, obj.a_min, obj.a_max, obj.init_scale = leaves
-        return obj
 
     def __repr__(self) -> str:
         return f"GainRegression(N={self.Z.shape[0]}, p={self.Z.shape[1]})"
@@ -217,7 +216,9 @@ class GainRegression:
     def n_examples(self) -> int:
         return self.Z.shape[0]
 
-    n_residuals = n_examples
+    @property
+    def n_residuals(self) -> int:
+        return self.Z.shape[0]
 
     @property
     def scale(self) -> float:
@@ -231,8 +232,34 @@ class GainRegression:
         r = self.residuals(theta)
         return 0.5 * self.scale * jnp.sum(r * r)
 
+    def example_losses(self, theta: jax.Array, idx: jax.Array) -> jax.Array:
+        """ℓ_i = ½ r_i² (L is their mean)."""
+        a = _curvature(theta[-1], self.a_min, self.a_max)
+        r = jnp.sqrt(a) * (self.Z[idx] @ theta[:-1])
+        return 0.5 * r * r
+
+    def minibatch_gradient(self, key: jax.Array, theta: jax.Array, batch: Any = None):
+        """(1/S) Σ_{i∈B} r_i ∇r_i by one VJP of the residuals."""
+        del key
+        r, vjp = self.linearize(theta)
+        if batch is None:
+            return vjp(self.scale * r)[0]
+        hit = jnp.zeros_like(r).at[batch].add(1.0)
+        return vjp(r * hit / batch.shape[0])[0]
+
+    def gradient(self, theta: jax.Array) -> jax.Array:
+        r, vjp = self.linearize(theta)
+        return vjp(self.scale * r)[0]
+
+    def noise_sample(self, theta: jax.Array, z: jax.Array, scale: Any = 1.0) -> jax.Array:
+        """scale · Gᵀ(z − z̄)/√N with G's rows r_i∇r_i (one VJP of the residuals)."""
+        r, vjp = self.linearize(theta)
+        zc = z - jnp.mean(z)
+        return scale * vjp(r * zc)[0] / jnp.sqrt(jnp.asarray(self.n_examples, theta.dtype))
+
     def coordinate(self, theta: jax.Array) -> jax.Array:
-        return theta[-1]
+        """Position along the minimiser set (y, in [0, 2π))."""
+        return jnp.mod(theta[-1], _TWO_PI)
 
     def curvature(self, theta: jax.Array) -> jax.Array:
         return _curvature(theta[-1], self.a_min, self.a_max)
@@ -241,6 +268,8 @@ class GainRegression:
         return jax.vjp(self.residuals, theta)
 
     def wrap(self, theta: jax.Array) -> jax.Array:
+        """y onto [0, 2π) (the SDE wraps after each step; SGD needs no wrapping, since every
+        quantity depends on y through a(y) and :meth:`coordinate`)."""
         y = theta[-1:]
         return jnp.concatenate([theta[:-1], y - _TWO_PI * jnp.floor(y / _TWO_PI)])
 
@@ -251,190 +280,6 @@ class GainRegression:
 
 
 LANDSCAPES = (CosineLandscape, GainRegression)
-
-
-# --- the kernel ---------------------------------------------------------------------------------
-
-class _Spec(NamedTuple):
-    """Static part of a run (keys the compile cache)."""
-
-    kind: str            # "sde" | "sgd"
-    noise: str
-    solver: str
-    chunk: int
-    n_ybins: int
-    n_lbins: int
-    n_normals: int
-    batch_size: int
-    record_every: int
-    increments: str = "gaussian"
-
-
-class _Carry(NamedTuple):
-    theta: jax.Array     # (K, d)
-    t: jax.Array         # (K,)
-    alive: jax.Array     # (K,) bool
-
-
-class _Acc(NamedTuple):
-    weight: jax.Array    # (K,) time after burn-in
-    log_a: jax.Array     # (K,) ∫ log a(y) dt
-    y_hist: jax.Array    # (K, n_ybins) time in each y bin
-    l_hist: jax.Array    # (K, n_lbins + 2) time in each log10 L bin (+ under/overflow)
-
-
-def _signs(keys: jax.Array, step: jax.Array, n: int) -> jax.Array:
-    """(K, n) independent ±1 (float32): the bits of threefry2x32 on (key_i, step), counter.
-
-    The two-point increments of the simplified weak Euler scheme (Kloeden & Platen §14.1):
-    mean 0, variance 1, same weak order 1 as Gaussian Euler–Maruyama, 64 per hash.
-    """
-    data = jax.random.key_data(keys)
-    zero = jnp.zeros_like(data[:, 0])
-    a, b = _prng.threefry2x32(data[:, 0], data[:, 1], zero,
-                              jnp.broadcast_to(jnp.asarray(step).astype(jnp.uint32), zero.shape))
-    words = -(-n // 64)
-    counter = lax.iota(jnp.uint32, words)[None, :]
-    y0, y1 = _prng.threefry2x32(a[:, None], b[:, None], jnp.zeros_like(counter), counter)
-    bits = jnp.stack([y0, y1], axis=-1).reshape(y0.shape[0], 2 * words)      # (K, 2w)
-    shifts = jnp.arange(32, dtype=jnp.uint32)
-    flat = ((bits[:, :, None] >> shifts[None, None, :]) & jnp.uint32(1)).reshape(
-        y0.shape[0], 64 * words)[:, :n]
-    return 1.0 - 2.0 * flat.astype(jnp.float32)
-
-
-def _noise_increment(spec: _Spec, land, theta, r, vjp, L, z):
-    """S(θ)ξ for the noise model (before the factor √(2T dt))."""
-    c = land.scale
-    if spec.noise == "homogeneous":
-        return z
-    if spec.noise == "ml":
-        return jnp.sqrt(L) * z
-    if spec.noise == "ml-curvature":               # S = √L·√c Jᵀ: S Sᵀ = L·G
-        return jnp.sqrt(L * c) * vjp(z)[0]
-    zc = z - jnp.mean(z)                            # sgd: Cov = (c/2)·Jᵀdiag(r)(I − 11ᵀ/N)diag(r)J
-    return jnp.sqrt(0.5 * c) * vjp(r * zc)[0]
-
-
-def _sde_path(spec: _Spec, land, p, theta, z):
-    """One Itô Euler–Maruyama step of one path: (new θ, dt, L(θ))."""
-    r, vjp = land.linearize(theta)
-    L = 0.5 * land.scale * jnp.sum(r * r)
-    grad = vjp(land.scale * r)[0]
-    if spec.solver == "em":
-        dt = p["dt"]
-    else:
-        dt = p["dt"] / jnp.maximum(L, p["l_ref"])
-    new = theta - grad * dt + jnp.sqrt(2 * p["T"] * dt) * _noise_increment(
-        spec, land, theta, r, vjp, L, z)
-    return land.wrap(new), dt, L
-
-
-def _sgd_path(spec: _Spec, land, p, theta, batch):
-    """One discrete SGD step of one path: θ ← θ − η (1/S)Σ_{i∈B} r_i ∇r_i."""
-    r, vjp = land.linearize(theta)
-    L = 0.5 * land.scale * jnp.sum(r * r)
-    hit = jnp.zeros_like(r).at[batch].add(1.0)
-    grad = vjp(r * hit / spec.batch_size)[0]
-    return land.wrap(theta - p["lr"] * grad), p["lr"], L
-
-
-def _stats(spec: _Spec, land, p, theta, L, w):
-    """Per-path weighted contributions of the state θ (weight w = dt after burn-in)."""
-    y = land.coordinate(theta)
-    a = land.curvature(theta)
-    iy = jnp.clip(jnp.floor(y / _TWO_PI * spec.n_ybins).astype(jnp.int32), 0, spec.n_ybins - 1)
-    logl = jnp.log10(jnp.maximum(L, 1e-37))
-    u = (logl - p["logl_lo"]) / (p["logl_hi"] - p["logl_lo"]) * spec.n_lbins
-    il = jnp.where(u < 0, 0, jnp.where(u >= spec.n_lbins, spec.n_lbins + 1,
-                                       jnp.floor(u).astype(jnp.int32) + 1))
-    return (w, w * jnp.log(a), w * jax.nn.one_hot(iy, spec.n_ybins),
-            w * jax.nn.one_hot(il, spec.n_lbins + 2))
-
-
-def _chunk(spec: _Spec, carry: _Carry, land, p, keys, step0):
-    """Advance ``spec.chunk`` steps (fewer at the end: steps >= p["n_steps"] are no-ops)."""
-    K = carry.theta.shape[0]
-    zero = _Acc(jnp.zeros(K), jnp.zeros(K), jnp.zeros((K, spec.n_ybins)),
-                jnp.zeros((K, spec.n_lbins + 2)))
-
-    if spec.kind == "sgd":
-        sampler = samplers.iid(land.n_examples, spec.batch_size)
-
-        def draws(step):
-            def one(key):
-                return sampler.next(jax.random.fold_in(key, step), (), step)[0]
-            return jax.vmap(one)(keys)
-
-        path = _sgd_path
-    else:
-        fast = _prng.available(keys, jnp.float32)
-
-        def draws(step):
-            if spec.increments == "rademacher":
-                return _signs(keys, step, spec.n_normals)
-            if fast:
-                return _prng.trajectory_normals(keys, step, spec.n_normals)
-            return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step),
-                                                        (spec.n_normals,)))(keys)
-
-        path = _sde_path
-
-    def one(c: _Carry, n):
-        new, dt, L = jax.vmap(lambda th, z: path(spec, land, p, th, z))(c.theta, draws(n))
-        ok = c.alive & jnp.isfinite(L) & (L <= p["l_cap"])
-        ok = ok & jnp.all(jnp.isfinite(new), axis=1)
-        move = ok & (c.t < p["t_end"])             # finished paths wait for the others
-        theta = jnp.where(move[:, None], new, c.theta)
-        return _Carry(theta, c.t + jnp.where(move, dt, 0.0), ok), jnp.where(move, dt, 0.0), L
-
-    def group(state, g):
-        # The state at the group's first step stands for the whole group (weight m·dt):
-        # an unbiased estimate of the time average, at 1/m of the cost of recording all.
-        c, acc = state
-        n0 = step0 + g * spec.record_every
-
-        def advance(c, acc):
-            c1, dt, L = one(c, n0)
-            w = jnp.where(c1.alive & (c.t >= p["burn_in"]) & (c.t < p["t_end"]),
-                          spec.record_every * dt, 0.0)
-            contrib = jax.vmap(lambda th, l, ww: _stats(spec, land, p, th, l, ww))(
-                c.theta, L, w)
-            acc = _Acc(*(x + dx for x, dx in zip(acc, contrib, strict=True)))
-            c1 = lax.fori_loop(1, spec.record_every, lambda i, cc: one(cc, n0 + i)[0], c1)
-            return c1, acc
-
-        return lax.cond(n0 < p["n_steps"], advance, lambda c, acc: (c, acc), c, acc), None
-
-    (carry, acc), _ = lax.scan(group, (carry, zero),
-                               jnp.arange(spec.chunk // spec.record_every))
-    return carry, acc
-
-
-# One executable per (spec, argument shapes): T, dt, burn-in, n_steps and the landscape's
-# arrays are traced, so sweeps over them reuse it.
-_COMPILED: dict[Any, Any] = {}
-
-
-def _compiled(spec: _Spec, args: tuple) -> tuple[Any, float]:
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    prng = (bool(jax.config.jax_threefry_partitionable), str(jax.config.jax_default_prng_impl))
-    key = (spec, treedef, tuple((np.shape(x), str(jnp.asarray(x).dtype)) for x in leaves), prng)
-    if key in _COMPILED:
-        return _COMPILED[key], 0.0
-    t0 = time.perf_counter()
-    exe = jax.jit(_chunk, static_argnums=0, donate_argnums=1).lower(spec, *args).compile()
-    _COMPILED[key] = exe
-    return exe, time.perf_counter() - t0
-
-
-_init_paths = jax.jit(lambda land, keys: jax.vmap(
-    lambda k: land.wrap(land.init(jax.random.fold_in(k, _INIT_SLOT))))(keys))
-_path_keys = jax.jit(lambda key, n: jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n)),
-                     static_argnums=1)
-_snapshot = jax.jit(lambda land, theta: (jax.vmap(land.loss)(theta),
-                                         jax.vmap(land.coordinate)(theta),
-                                         jax.vmap(land.curvature)(theta)))
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -564,49 +409,74 @@ def _chunk_len(chunk: int, n_steps: int, record_every: int) -> int:
     return m * max(1, chunk // m)
 
 
-def _run(spec: _Spec, land, params: dict, key, n_paths: int, n_steps: int, theta0,
-         progress: bool, description: str, config: dict) -> MLResult:
-    from tqdm.auto import tqdm
+# Functions of (problem, θ) for the observers, defined once: one compiled kernel per shape.
+def _log_a(land, theta):
+    return jnp.log(land.curvature(theta))
 
-    key = _as_key(key)
-    keys = _path_keys(key, n_paths)
-    if theta0 is None:
-        theta = _init_paths(land, keys)
-    else:
+
+def _coordinate(land, theta):
+    return land.coordinate(theta)
+
+
+def _log10_loss(land, theta):
+    return jnp.log10(jnp.maximum(land.loss(theta), 1e-37))
+
+
+def _snapshot(theta, velocity, land):
+    return jnp.stack([land.loss(theta), land.coordinate(theta), land.curvature(theta)])
+
+
+def _starts(land, key: jax.Array, n_paths: int, theta0: Any) -> np.ndarray:
+    """Path i starts at ``land.init(fold_in(fold_in(key, i), 2³¹ − 1))`` (wrapped), or at
+    the given ``theta0``."""
+    if theta0 is not None:
         theta = jnp.asarray(np.broadcast_to(theta0, (n_paths, land.dim)), jnp.float32)
-        theta = jax.vmap(land.wrap)(theta)
-    carry = _Carry(theta, jnp.zeros(n_paths, jnp.float32), jnp.ones(n_paths, bool))
-    p = {k: jnp.asarray(v, jnp.int32 if k == "n_steps" else jnp.float32)
-         for k, v in params.items()}
-    compiled, compile_seconds = _compiled(spec, (carry, land, p, keys, jnp.int32(0)))
-    acc = None
-    snaps: dict[str, list] = {"steps": [], "t": [], "loss": [], "y": [], "a": []}
-    t0 = time.perf_counter()
-    with tqdm(total=n_steps, disable=not progress, unit="step", desc=description,
-              leave=False) as bar:
-        for start in range(0, n_steps, spec.chunk):
-            carry, part = compiled(carry, land, p, keys, jnp.int32(start))
-            part = [np.asarray(x, np.float64) for x in part]
-            acc = part if acc is None else [a + b for a, b in zip(acc, part, strict=True)]
-            loss, y, a = (np.asarray(x, np.float64) for x in _snapshot(land, carry.theta))
-            snaps["steps"].append(min(start + spec.chunk, n_steps))
-            snaps["t"].append(np.asarray(carry.t, np.float64))
-            snaps["loss"].append(loss)
-            snaps["y"].append(y)
-            snaps["a"].append(a)
-            bar.update(snaps["steps"][-1] - bar.n)
-    run_seconds = time.perf_counter() - t0
-    lo, hi = params["logl_lo"], params["logl_hi"]
-    return MLResult(
-        noise=spec.noise, solver=spec.solver, config=config,
-        weight=acc[0], log_a=acc[1],
-        y_edges=np.linspace(0, _TWO_PI, spec.n_ybins + 1), y_hist=acc[2],
-        logl_edges=np.linspace(lo, hi, spec.n_lbins + 1), l_hist=acc[3],
-        theta=np.asarray(carry.theta, np.float64), t=np.asarray(carry.t, np.float64),
-        alive=np.asarray(carry.alive),
-        snap_steps=np.asarray(snaps["steps"]), snap_t=np.stack(snaps["t"]),
-        snap_loss=np.stack(snaps["loss"]), snap_y=np.stack(snaps["y"]),
-        snap_a=np.stack(snaps["a"]), compile_seconds=compile_seconds, run_seconds=run_seconds)
+        return np.asarray(jax.vmap(land.wrap)(theta))
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n_paths))
+    return np.asarray(_init_paths(land, keys))
+
+
+_init_paths = jax.jit(lambda land, keys: jax.vmap(
+    lambda k: land.wrap(land.init(jax.random.fold_in(k, _INIT_SLOT))))(keys))
+
+
+def _run(dynamics, params, land, key, n_paths: int, n_steps: int, theta0, *, chunk: int,
+         record_every: int, burn_in: float, n_ybins: int, n_lbins: int,
+         logl: tuple[float, float], l_cap: float, progress: bool, description: str,
+         config: dict, noise: str, solver: str) -> MLResult:
+    key = _as_key(key)
+    start = _starts(land, key, n_paths, theta0)
+    snaps = np.arange(chunk, n_steps + chunk, chunk)
+    snaps[-1] = n_steps
+    snaps = np.unique(np.minimum(snaps, n_steps))
+    averages = observers.TimeAverage(
+        every=record_every, fns=(("log_a", _log_a),),
+        histograms=(("y_hist", observers.Histogram(_coordinate, n_ybins)),
+                    ("l_hist", observers.Histogram(_log10_loss, n_lbins, overflow=True))),
+        n_steps=n_steps, burn_in=burn_in,
+        ranges=(("y_hist", (0.0, _TWO_PI)), ("l_hist", logl)))
+    snapshots = observers.Trace.from_dict({"snap": (_snapshot, land), "time": "time"}, snaps,
+                                          name="snapshots")
+    out = runner.run(dynamics, params, key, start, np.zeros_like(start), n_steps,
+                     (averages, snapshots), n_chunks=max(1, math.ceil(n_steps / chunk)),
+                     progress=progress, description=description, max_loss=l_cap)
+    avg = out.observed["time_averages"]
+    snap = out.observed["snapshots"]
+    values = np.asarray(snap["snap"], np.float64)            # (K, S, 3)
+    final_t = (np.asarray(out.aux, np.float64) if np.ndim(out.aux) == 1
+               else np.asarray(snap["time"], np.float64)[:, -1])
+    res = MLResult(
+        noise=noise, solver=solver, config=config,
+        weight=avg["weight"], log_a=avg["log_a"],
+        y_edges=np.linspace(0, _TWO_PI, n_ybins + 1), y_hist=avg["y_hist"],
+        logl_edges=np.linspace(logl[0], logl[1], n_lbins + 1), l_hist=avg["l_hist"],
+        theta=np.asarray(out.theta, np.float64), t=final_t, alive=np.asarray(out.alive),
+        snap_steps=snaps, snap_t=np.asarray(snap["time"], np.float64).T,
+        snap_loss=values[:, :, 0].T, snap_y=values[:, :, 1].T, snap_a=values[:, :, 2].T,
+        compile_seconds=out.timings["compile_seconds"],
+        run_seconds=out.timings["run_seconds"])
+    _accounting.report(res)
+    return res
 
 
 def simulate(landscape, noise: str, key: Any, *, T: float, dt: float, n_paths: int,
@@ -619,23 +489,32 @@ def simulate(landscape, noise: str, key: Any, *, T: float, dt: float, n_paths: i
     """Simulate dθ = −∇L dt + √(2T) S(θ) dW (Itô) for ``n_paths`` independent paths.
 
     Args:
-        landscape: a :class:`CosineLandscape` or :class:`GainRegression`.
+        landscape: a :class:`CosineLandscape` or :class:`GainRegression` (the observables
+            — a(y), y, log L — are theirs; the dynamics :class:`limitdyn.dynamics.
+            MLNoiseSDE` itself steps any problem).
         noise: "homogeneous" | "ml" | "ml-curvature" | "sgd" (module docstring table;
             "sgd" needs a regression).
+        key: a JAX PRNG key.
         T: temperature (for "sgd": ηκ of the SGD it models).
         dt: the step ("em"), or the step in the clock dτ = max(L, l_ref) dt ("time-change").
-        solver: "em" | "time-change"; ``l_ref``: the time change's floor (> 0).
+        n_paths: number of paths.
+        n_steps: number of integrator steps (a multiple of ``record_every``).
+        solver: "em" | "time-change".
+        l_ref: the time change's floor (> 0).
         burn_in: time (in t) before which nothing is averaged.
         t_end: a path stops at time t_end (useful with "time-change", whose paths run on
             their own clocks); ``n_steps`` bounds the work. Default: no limit.
         theta0: start, (d,) or (n_paths, d); default ``landscape.init`` per path.
-        n_ybins, n_lbins, logl_range: histograms of y on [0, 2π) and of log10 L.
+        n_ybins: bins of the histogram of y on [0, 2π).
+        n_lbins: bins of the histogram of log10 L on ``logl_range`` (plus under/overflow).
+        logl_range: (lo, hi) of that histogram.
         l_cap: a path with L > l_cap (or non-finite) is frozen and counted as diverged.
-        chunk: steps per compiled call (snapshots and progress between chunks).
-        increments: "gaussian" (Euler–Maruyama) or "rademacher" (±1 increments: the
-            simplified weak Euler scheme, same weak order 1, ~5× cheaper on CPU).
+        chunk: steps between snapshots (and progress updates).
         record_every: m; time averages use every m-th state with weight m·dt (unbiased
             for the time average, m times cheaper). ``n_steps`` must be a multiple of m.
+        increments: "gaussian" (Euler–Maruyama) or "rademacher" (±1 increments: the
+            simplified weak Euler scheme, same weak order 1, ~5× cheaper on CPU).
+        progress: show a progress bar.
     """
     noise = _checks.choice("noise", noise, NOISES)
     solver = _checks.choice("solver", solver, SOLVERS)
@@ -649,19 +528,24 @@ def simulate(landscape, noise: str, key: Any, *, T: float, dt: float, n_paths: i
      chunk) = _common_checks(landscape, n_paths, n_steps, burn_in, theta0, n_ybins, n_lbins,
                              logl_range, l_cap, chunk)
     if noise == "sgd" and landscape.n_examples is None:
-        raise ValueError("noise='sgd' needs a landscape with examples (GainRegression)")
+        raise ValueError("noise='sgd' needs a landscape with examples (a FiniteSum such as "
+                         "GainRegression)")
+    if noise == "ml-curvature" and not hasattr(landscape, "linearize"):
+        raise ValueError("noise='ml-curvature' needs a residual landscape (linearize(theta))")
     n_normals = landscape.dim if noise in ("homogeneous", "ml") else landscape.n_residuals
-    spec = _Spec("sde", noise, solver, _chunk_len(chunk, n_steps, record_every), n_ybins,
-                 n_lbins, n_normals, 0, record_every, increments)
-    params = dict(T=T, dt=dt, l_ref=l_ref, burn_in=burn_in, l_cap=l_cap, logl_lo=lo,
-                  logl_hi=hi, n_steps=n_steps, lr=0.0, t_end=t_end)
+    chunk = _chunk_len(chunk, n_steps, record_every)
+    dynamics = MLNoiseSDE(noise, solver, increments, int(n_normals))
+    params = {"prob": landscape, "T": jnp.float32(T), "dt": jnp.float32(dt),
+              "l_ref": jnp.float32(l_ref), "t_end": jnp.float32(t_end)}
     config = dict(kind="sde", noise=noise, solver=solver, increments=increments, T=T, dt=dt,
                   l_ref=l_ref, t_end=None if math.isinf(t_end) else t_end,
                   burn_in=burn_in, n_paths=n_paths, n_steps=n_steps,
                   a_min=float(landscape.a_min), a_max=float(landscape.a_max),
                   landscape=repr(landscape))
-    return _run(spec, landscape, params, key, n_paths, n_steps, theta0, progress,
-                f"{noise} T={T:g}", config)
+    return _run(dynamics, params, landscape, key, n_paths, n_steps, theta0, chunk=chunk,
+                record_every=record_every, burn_in=burn_in, n_ybins=n_ybins,
+                n_lbins=n_lbins, logl=(lo, hi), l_cap=l_cap, progress=progress,
+                description=f"{noise} T={T:g}", config=config, noise=noise, solver=solver)
 
 
 def simulate_sgd(regression: GainRegression, key: Any, *, lr: float, batch_size: int,
@@ -672,8 +556,10 @@ def simulate_sgd(regression: GainRegression, key: Any, *, lr: float, batch_size:
                  progress: bool = False) -> MLResult:
     """Discrete minibatch SGD θ ← θ − η·(1/S)Σ_{i∈B}∇ℓ_i with ``iid`` batches (theory.md §1).
 
-    Time is t = ηk, so results line up with :func:`simulate` at T = ηκ,
-    κ = (N − S)/(S(N − 1)) (noise "sgd", or "ml-curvature" when Σ ≈ 2LG).
+    The heavy-ball kernel of :func:`limitdyn.simulate_sgd` with β = 0 on the regression (a
+    :class:`~limitdyn.FiniteSum`). Time is t = ηk, so results line up with
+    :func:`simulate` at T = ηκ, κ = (N − S)/(S(N − 1)) (noise "sgd", or "ml-curvature"
+    when Σ ≈ 2LG).
     """
     if not isinstance(regression, GainRegression):
         raise TypeError(f"simulate_sgd needs a GainRegression, got {type(regression).__name__}")
@@ -682,17 +568,20 @@ def simulate_sgd(regression: GainRegression, key: Any, *, lr: float, batch_size:
     (n_paths, n_steps, burn_in, theta0, n_ybins, n_lbins, (lo, hi), l_cap,
      chunk) = _common_checks(regression, n_paths, n_steps, burn_in, theta0, n_ybins, n_lbins,
                              logl_range, l_cap, chunk)
-    spec = _Spec("sgd", "sgd-discrete", "sgd", _chunk_len(chunk, n_steps, record_every),
-                 n_ybins, n_lbins, 0, batch_size, record_every)
-    params = dict(T=0.0, dt=lr, l_ref=1.0, burn_in=burn_in, l_cap=l_cap, logl_lo=lo,
-                  logl_hi=hi, n_steps=n_steps, lr=lr, t_end=np.inf)
+    chunk = _chunk_len(chunk, n_steps, record_every)
+    hp = Hyper(lr=lr, momentum=0.0, batch_size=batch_size)
+    traced_hp = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), hp)
+    dynamics = HeavyBall("iid", regression.n_examples, batch_size)
     config = dict(kind="sgd", lr=lr, batch_size=batch_size, burn_in=burn_in, n_paths=n_paths,
                   n_steps=n_steps, a_min=float(regression.a_min),
                   a_max=float(regression.a_max), landscape=repr(regression),
                   T_equivalent=lr * samplers.finite_population_factor(
                       "iid", regression.n_examples, batch_size))
-    return _run(spec, regression, params, key, n_paths, n_steps, theta0, progress,
-                f"SGD lr={lr:g}", config)
+    return _run(dynamics, (regression, traced_hp), regression, key, n_paths, n_steps, theta0,
+                chunk=chunk, record_every=record_every, burn_in=burn_in, n_ybins=n_ybins,
+                n_lbins=n_lbins, logl=(lo, hi), l_cap=l_cap, progress=progress,
+                description=f"SGD lr={lr:g}", config=config, noise="sgd-discrete",
+                solver="sgd")
 
 
 __all__ = ["LANDSCAPES", "NOISES", "SOLVERS", "CosineLandscape", "ExponentFit",

@@ -25,6 +25,12 @@ For a :class:`~limitdyn.Quadratic` the problem's own per-step covariance plays t
 (σ²H/S with the same trace as C), since a noisy quadratic has no training loss to read
 σ² from.
 
+Any :class:`~limitdyn.FiniteSum` (your own problem, a network) supports ``exact`` — its
+``noise_sample`` is one vector–Jacobian product — and ``isotropic`` (σ² = tr κΣ(θ_ref)/d
+at the minimiser when the problem knows it, else at the mean start point); ``paper`` and
+``frozen`` need a minimiser (and ``paper`` a Hessian): asking a problem without them is a
+one-line :class:`~limitdyn.problems.UnsupportedError`.
+
 On the host a model is *resolved* once into a static :class:`NoiseSpec` (hashable, keys
 the compile cache) and traced arrays, so new hyperparameters or data of the same shapes
 never recompile.
@@ -42,7 +48,15 @@ import numpy as np
 
 from . import _checks, samplers
 from .hyper import Hyper
-from .problems import LinearRegression, Quadratic, hessian64
+from .problems import (
+    FiniteSum,
+    LinearRegression,
+    Problem,
+    Quadratic,
+    UnsupportedError,
+    has_capability,
+    hessian64,
+)
 
 NOISE_MODELS = ("paper", "frozen", "exact", "isotropic")
 CONSTANT_KINDS = ("paper", "frozen", "isotropic", "matrix")
@@ -81,12 +95,43 @@ def kappa(prob, hp: Hyper, sampling: str) -> float:
 def _empirical_cov(prob, theta: np.ndarray) -> np.ndarray:
     """Σ(θ) in float64 (the problem's own per-step covariance for a Quadratic)."""
     if isinstance(prob, Quadratic):
-        return np.asarray(prob.noise_cov_matrix, np.float64)
-    X, y = prob.numpy()
-    r = X @ theta - y
-    G = X * r[:, None]
+        return prob.noise_covariance64()
+    if isinstance(prob, LinearRegression):
+        X, y = prob.numpy()
+        r = X @ theta - y
+        G = X * r[:, None]
+    elif isinstance(prob, FiniteSum):
+        G = np.asarray(prob.per_example_gradients(jnp.asarray(theta)), np.float64)
+    else:
+        raise UnsupportedError(f"{type(prob).__name__} has no per-example gradients (not a "
+                               "FiniteSum): give the noise as a (d, d) array or a factor "
+                               "function")
     g = G.mean(0)
-    return G.T @ G / X.shape[0] - np.outer(g, g)
+    return G.T @ G / G.shape[0] - np.outer(g, g)
+
+
+def _trace_cov(prob, theta: np.ndarray) -> float:
+    """tr Σ(θ) in float64 without the d × d matrix."""
+    if isinstance(prob, Quadratic):
+        return float(np.trace(prob.noise_covariance64()))
+    if isinstance(prob, LinearRegression):
+        X, y = prob.numpy()
+        G = X * (X @ theta - y)[:, None]
+    elif isinstance(prob, FiniteSum):
+        G = np.asarray(prob.per_example_gradients(jnp.asarray(theta)), np.float64)
+    else:
+        raise UnsupportedError(f"{type(prob).__name__} has no per-example gradients (not a "
+                               "FiniteSum): give sigma2 for the isotropic noise")
+    g = G.mean(0)
+    return float(np.sum(G * G) / G.shape[0] - g @ g)
+
+
+def _minimiser(prob, hp: Hyper, what: str) -> np.ndarray:
+    if not has_capability(prob, "minimiser"):
+        raise UnsupportedError(f"noise {what!r} needs the minimiser, which "
+                               f"{type(prob).__name__} cannot supply; use noise='exact', "
+                               "'isotropic', a (d, d) array or a factor function")
+    return prob.minimiser64(hp.weight_decay)
 
 
 def _default_sigma2(prob, hp: Hyper, mu: np.ndarray) -> float:
@@ -99,13 +144,14 @@ def _default_sigma2(prob, hp: Hyper, mu: np.ndarray) -> float:
     trH = np.trace(H)
     if trH <= 0:
         raise ValueError("noise='paper' needs a Hessian with positive trace")
-    return float(_batch_size(prob, hp) * np.trace(_empirical_cov(prob, mu)) / trH)
+    return float(_batch_size(prob, hp) * _trace_cov(prob, mu) / trH)
 
 
 def check_problem(prob: Any) -> None:
-    if not isinstance(prob, (LinearRegression, Quadratic)):
-        raise TypeError("prob must be a limitdyn problem (LinearRegression or Quadratic), "
-                        f"got {type(prob).__name__}")
+    if not isinstance(prob, Problem):
+        raise TypeError("prob must be a limitdyn problem (ld.LinearRegression, ld.Quadratic, "
+                        f"ld.nn.FlaxProblem or an ld.Problem subclass), got "
+                        f"{type(prob).__name__}")
 
 
 def _name(noise: Any) -> str:
@@ -119,9 +165,9 @@ def _name(noise: Any) -> str:
                     f"function theta -> (d, r) noise factor; got {type(noise).__name__}")
 
 
-def per_step_covariance(prob: LinearRegression | Quadratic, hp: Hyper, noise: Any = "paper", *,
+def per_step_covariance(prob: Problem, hp: Hyper, noise: Any = "paper", *,
                         sampling: str = "iid", sigma2: float | None = None,
-                        theta: Any = None) -> np.ndarray:
+                        theta: Any = None, dim: int | None = None) -> np.ndarray:
     """The per-step noise covariance C (d, d) of a noise model, float64.
 
     For ``exact`` this is κΣ(θ) at ``theta`` (default the minimiser of L_λ, i.e. the
@@ -131,12 +177,11 @@ def per_step_covariance(prob: LinearRegression | Quadratic, hp: Hyper, noise: An
     if not isinstance(hp, Hyper):
         raise TypeError(f"hp must be a limitdyn.Hyper, got {type(hp).__name__}")
     name = _name(noise)
-    d = prob.dim
+    d = prob.dim if prob.dim is not None else dim
     if sigma2 is not None:
         sigma2 = _checks.finite_float("sigma2", sigma2, low=0.0)
         if name not in ("paper", "isotropic"):
             raise ValueError(f"sigma2 applies to noise 'paper' and 'isotropic' only, not {name!r}")
-    mu = np.asarray(prob.minimiser(hp.weight_decay), np.float64)
     if name == "factor":
         raise ValueError("a user noise-factor function has no constant covariance; pass a "
                          "(d, d) array or one of 'paper', 'frozen', 'exact', 'isotropic'")
@@ -148,14 +193,25 @@ def per_step_covariance(prob: LinearRegression | Quadratic, hp: Hyper, noise: An
         return 0.5 * (C + C.T)
     k = kappa(prob, hp, sampling)
     if name == "paper":
+        if not has_capability(prob, "hessian"):
+            raise UnsupportedError(f"noise 'paper' (σ²H/S) needs the Hessian, which "
+                                   f"{type(prob).__name__} cannot supply; use noise='exact' "
+                                   "or 'isotropic'")
+        mu = _minimiser(prob, hp, "paper") if sigma2 is None else None
         s2 = _default_sigma2(prob, hp, mu) if sigma2 is None else sigma2
         return s2 * hessian64(prob) / _batch_size(prob, hp)
     if name == "isotropic":
-        s2 = float(np.trace(k * _empirical_cov(prob, mu)) / d) if sigma2 is None else sigma2
+        if sigma2 is None:
+            at = prob.minimiser64(hp.weight_decay) if theta is None else \
+                _checks.real_array("theta", theta, shape=(d,))
+            s2 = k * _trace_cov(prob, at) / d
+        else:
+            s2 = sigma2
         return s2 * np.eye(d)
-    at = mu if theta is None else _checks.real_array("theta", theta, shape=(d,))
     if name == "frozen" and theta is not None:
         raise ValueError("theta applies to noise 'exact' only")
+    at = _minimiser(prob, hp, name) if theta is None else _checks.real_array(
+        "theta", theta, shape=(d,))
     return k * _empirical_cov(prob, at)
 
 
@@ -165,11 +221,15 @@ def _psd_factor(C: np.ndarray) -> np.ndarray:
     return evecs * np.sqrt(np.clip(evals, 0.0, None))
 
 
-def resolve(prob: LinearRegression | Quadratic, hp: Hyper, noise: Any, *, sampling: str,
-            sigma2: float | None, dtype) -> tuple[NoiseSpec, dict[str, Any]]:
-    """Host-side resolution: the static spec and the traced arrays :func:`sample` needs."""
+def resolve(prob: Problem, hp: Hyper, noise: Any, *, sampling: str,
+            sigma2: float | None, dtype, theta_ref: np.ndarray | None = None,
+            dim: int | None = None) -> tuple[NoiseSpec, dict[str, Any]]:
+    """Host-side resolution: the static spec and the traced arrays :func:`apply` needs.
+
+    ``theta_ref``: where ``isotropic`` measures tr Σ when the problem has no minimiser.
+    """
     name = _name(noise)
-    d = prob.dim
+    d = prob.dim if prob.dim is not None else dim
     if name == "factor":
         if sigma2 is not None:
             raise ValueError("sigma2 applies to noise 'paper' and 'isotropic' only")
@@ -179,13 +239,24 @@ def resolve(prob: LinearRegression | Quadratic, hp: Hyper, noise: Any, *, sampli
             raise ValueError(f"a noise-factor function must map theta (d={d},) to a (d, r) "
                              f"matrix; it returned {probe}")
         return NoiseSpec("factor", int(shape[1]), "factor", noise), {}
-    if name == "exact" and isinstance(prob, LinearRegression):
+    if name == "exact" and isinstance(prob, FiniteSum):
         if sigma2 is not None:
             raise ValueError("sigma2 applies to noise 'paper' and 'isotropic' only")
         scale = np.sqrt(kappa(prob, hp, sampling))
         return (NoiseSpec("exact", prob.n_examples, "exact"),
                 {"scale": jnp.asarray(scale, dtype)})
-    C = per_step_covariance(prob, hp, noise, sampling=sampling, sigma2=sigma2)
+    if name == "exact" and not isinstance(prob, Quadratic):
+        raise UnsupportedError(f"noise 'exact' needs a FiniteSum (per-example losses) or a "
+                               f"Quadratic; {type(prob).__name__} is neither: give the noise "
+                               "as a (d, d) array or a factor function")
+    theta = None
+    if name == "isotropic" and sigma2 is None and not has_capability(prob, "minimiser"):
+        if theta_ref is None:
+            raise UnsupportedError("noise 'isotropic' needs sigma2 or a point to measure "
+                                   "tr Σ at")
+        theta = theta_ref
+    C = per_step_covariance(prob, hp, noise, sampling=sampling, sigma2=sigma2, theta=theta,
+                            dim=d)
     return (NoiseSpec("constant", d, name if isinstance(noise, str) else "matrix"),
             {"factor": jnp.asarray(_psd_factor(C), dtype)})
 
@@ -204,8 +275,5 @@ def apply(spec: NoiseSpec, params: dict[str, Any], prob: Any, theta: jax.Array,
     if spec.kind == "constant":
         return params["factor"] @ z
     if spec.kind == "exact":
-        r = prob.X @ theta - prob.y
-        zc = (z - jnp.mean(z)) * r
-        return params["scale"] * (prob.X.T @ zc) / jnp.sqrt(jnp.asarray(prob.n_examples,
-                                                                        theta.dtype))
+        return prob.noise_sample(theta, z, params["scale"])
     return spec.factor_fn(theta) @ z

@@ -61,8 +61,19 @@ class Result:
         window_groups: the per-group window sums behind the ``stationary_*`` estimates
             (``count``, ``sum``, ``outer``, ``local``, ``lag_count``, ``lag_outer``), for
             batch-means standard errors of any function of them (see :meth:`rotation`).
+        traces: per-trajectory traces asked for with ``traces=``: name -> (K, T', …) at
+            ``trace_steps`` (NaN once a trajectory has diverged).
+        trace_steps: (T',) steps of the traces.
+        observed: outputs of further observers, by observer name.
+        final: final states (``theta``, ``velocity``, each (K, d)) with ``keep_final``.
+        alive: (K,) trajectories that never diverged.
+        diverged_at: (K,) the step at which each trajectory was found diverged (−1: never).
         config: what was run (problem, hyperparameters, sampling, sizes, window).
         metadata: timings, versions, backend, PRNG implementation.
+
+    With a ``basis`` V (d, m) the phase-space fields describe (Vᵀθ, Vᵀv) (2m coordinates;
+    the displacements stay those of the full θ); without one and for d > 256, ``cov``,
+    ``stationary_cov`` and the lag covariance are None.
     """
 
     steps: np.ndarray
@@ -78,13 +89,19 @@ class Result:
     trajectories: np.ndarray | None = None
     stationary_lag_cov: np.ndarray | None = None
     window_groups: dict[str, np.ndarray] | None = None
+    traces: dict[str, np.ndarray] | None = None
+    trace_steps: np.ndarray | None = None
+    observed: dict[str, dict[str, np.ndarray]] | None = None
+    final: dict[str, np.ndarray] | None = None
+    alive: np.ndarray | None = None
+    diverged_at: np.ndarray | None = None
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     # --- conveniences -----------------------------------------------------------------
     @property
     def dim(self) -> int:
-        """Number of parameters d (phase space has 2d coordinates)."""
+        """Coordinates per half of the phase space: d, or m with a basis."""
         return self.mean.shape[-1] // 2
 
     @property
@@ -150,6 +167,8 @@ class Result:
     def summary(self) -> str:
         d = self.dim
         sc = self.stationary_cov
+        if sc is None:
+            sc = np.full((2 * d, 2 * d), np.nan)
         lines = [
             f"{self.config.get('kind', 'sgd')} ensemble: {self.n_traj} trajectories x "
             f"{self.config.get('n_steps')} steps, d = {d}, "
@@ -176,9 +195,14 @@ class Result:
             value = getattr(self, f.name)
             if f.name in ("config", "metadata", "stderr") or value is None:
                 continue
-            if f.name == "window_groups":
+            if f.name in _DICT_FIELDS:
                 for name, arr in value.items():
-                    arrays["window_groups." + name] = np.asarray(arr)
+                    arrays[f"{f.name}.{name}"] = np.asarray(arr)
+                continue
+            if f.name == "observed":
+                for obs, out in value.items():
+                    for name, arr in out.items():
+                        arrays[f"observed.{obs}.{name}"] = np.asarray(arr)
                 continue
             arrays[f.name] = np.asarray(value)
         for f in dataclasses.fields(Stderr):
@@ -192,6 +216,7 @@ class Result:
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, **arrays)
+            os.chmod(tmp, 0o666 & ~_umask())     # mkstemp's 0600 is not what a user expects
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -211,11 +236,28 @@ class Result:
                                if "stderr." + f.name in data.files})
             kwargs = {f.name: _unwrap(data[f.name]) for f in dataclasses.fields(cls)
                       if f.name in data.files}
-            groups = {name.split(".", 1)[1]: data[name] for name in data.files
-                      if name.startswith("window_groups.")}
-            if groups:
-                kwargs["window_groups"] = groups
+            for field in _DICT_FIELDS:
+                group = {name.split(".", 1)[1]: data[name] for name in data.files
+                         if name.startswith(field + ".")}
+                if group:
+                    kwargs[field] = group
+            observed: dict[str, dict[str, np.ndarray]] = {}
+            for name in data.files:
+                if name.startswith("observed."):
+                    _, obs, key = name.split(".", 2)
+                    observed.setdefault(obs, {})[key] = data[name]
+            if observed:
+                kwargs["observed"] = observed
         return cls(stderr=stderr, config=header["config"], metadata=header["metadata"], **kwargs)
+
+
+_DICT_FIELDS = ("window_groups", "traces", "final")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def phase_block(matrix: np.ndarray, which: str) -> np.ndarray:

@@ -1,20 +1,28 @@
-"""Ensemble runner: one compiled kernel advances every trajectory and accumulates statistics.
+"""The runner: the one loop over time in limitdyn (design.md, "runner").
 
-Structure (design.md, "runner"): the trajectory batch is the leading axis of the state; time
-advances in a ``lax`` loop; statistics are taken only at *event* steps — recorded steps
-(log-spaced by default) and window steps after burn-in — so nothing per step is stored.
-The host splits the event list into chunks (progress bar between chunks); every chunk is
-the same compiled function with the chunk bounds as traced integers, so neither the chunk
-size nor the hyperparameters (traced pytree leaves) trigger a recompilation.
+One compiled kernel advances every trajectory of any dynamics (:mod:`limitdyn.dynamics`)
+on any problem (:mod:`limitdyn.problems`) and hands the ensemble to the observers
+(:mod:`limitdyn.observers`) at the *event* steps they ask for, so nothing per step is
+stored. The trajectory batch is the leading axis of the state; the host splits the event
+list into chunks (progress bar, checkpoint between chunks); every chunk is the same
+compiled function with the chunk bounds as traced integers, so neither the chunk size nor
+the hyperparameters (traced pytree leaves) trigger a recompilation.
 
-Randomness: trajectory i uses ``fold_in(key, i)`` (its global index) and step k of it
-``fold_in(fold_in(key, i), k)``, so results do not depend on chunking.
+Randomness: trajectory i uses ``fold_in(key, s_i)`` with its stream index s_i (its global
+index i unless the caller shares streams between trajectories) and step k of it
+``fold_in(fold_in(key, s_i), k)``, so results do not depend on chunking or devices.
+
+**Divergence** (one rule for every run): at each event step, a trajectory diverges when a
+coordinate of θ or v is non-finite or above 10⁻³·√(float max) (where second moments would
+overflow), or — when the caller gives ``max_loss`` — its loss is non-finite or above
+``max_loss``. It is counted at that event (the first event at or after the step it went
+out of bounds), frozen at its state of the previous event, and leaves every statistic from
+that event on. Events are the recorded, window and trace steps and the chunk ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 import warnings
@@ -29,74 +37,80 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from . import _checks, _meta, _prng, estimators, samplers, sgd, stability
+from . import _accounting, _checks, _meta, _prng, observers, samplers, sgd, stability
 from . import checkpoint as ckpt
+from .dynamics import HeavyBall
 from .hyper import Hyper
-from .problems import LinearRegression, Quadratic, _as_key
+from .problems import Problem, _as_key, has_capability
 from .result import Result, Stderr
 
-PROBLEM_TYPES = (LinearRegression, Quadratic)
-WINDOW_SAMPLES = 64   # default number of window samples after burn-in
+WINDOW_SAMPLES = observers.WINDOW_SAMPLES
+LARGE_DIM = 256          # above this, no 2d × 2d covariance unless a basis is given
 
 
 class Carry(NamedTuple):
     state: sgd.State               # (K, d) each
-    aux: Any                       # per-trajectory kernel state (e.g. the epoch permutation)
+    aux: Any                       # per-trajectory dynamics state (sampler, clock, …)
     theta_start: jax.Array         # (K, d)
-    anchor: jax.Array              # (K, 2d) centred state at the last window step (lag pairs)
     alive: jax.Array               # (K,) bool
+    diverged_at: jax.Array         # (K,) int32: event step at which found diverged, −1
     step: jax.Array                # () int32, the step index of ``state``
-    acc: estimators.Accumulators
+    obs: tuple                     # one observers.Carry per observer
 
 
 @dataclasses.dataclass(frozen=True)
-class SGDSpec:
-    """Static description of the SGD kernel (hashable: it keys the compile cache)."""
+class Plan:
+    """When things happen, built on the host: every observer's event steps, the chunk
+    boundaries, and the per-observer event tables (traced)."""
 
-    sampling: str
-    n_examples: int | None
-    batch_size: int | None
-
-    @property
-    def sampler(self) -> samplers.Sampler | None:
-        if self.n_examples is None:
-            return None
-        return samplers.build(self.sampling, self.n_examples, self.batch_size)
-
-    def init_aux(self, key: jax.Array) -> Any:
-        return () if self.sampler is None else self.sampler.init(key)
-
-    def step(self, key: jax.Array, state: sgd.State, aux: Any, k: jax.Array, params: Any):
-        problem, hp = params
-        # A finite-sum problem draws only its batch, a Quadratic only its gradient noise:
-        # either way the step's key is used once.
-        batch = None
-        if self.sampler is not None:
-            batch, aux = self.sampler.next(key, aux, k)
-        state, _ = sgd.step(key, state, problem, hp, batch)
-        return state, aux
-
-    def lr(self, params: Any) -> jax.Array:
-        return params[1].lr
+    n_steps: int
+    event_steps: np.ndarray        # (E,) sorted unique
+    chunk_ends: np.ndarray         # event indices (exclusive) at which chunks end
+    tables: tuple                  # one dict of (E,) arrays per observer
+    loss_at: np.ndarray            # (E,) bool: events at which the loss is evaluated
 
 
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """When statistics are taken. Built on the host by :func:`make_schedule`."""
+def make_plan(n_steps: int, obs: tuple, n_chunks: int, max_loss: float | None = None,
+              record: np.ndarray | None = None) -> Plan:
+    """Events: every observer's steps and the chunk ends. The loss is evaluated where an
+    observer needs it and, with ``max_loss``, also at the recorded steps and chunk ends
+    (where it is checked: a trajectory whose loss went over the bound in between is found
+    at the next of these)."""
+    bounds = np.unique(np.round(np.linspace(0, n_steps, n_chunks + 1)).astype(np.int64))[1:]
+    events = np.unique(np.concatenate([*(o.event_steps() for o in obs), bounds]))
+    tables = tuple(o.tables(events) for o in obs)
+    chunk_ends = np.searchsorted(events, bounds, side="right")
+    loss_steps = [o.loss_steps() for o in obs if hasattr(o, "loss_steps")]
+    if max_loss is not None:
+        loss_steps += [bounds, np.zeros(0, np.int64) if record is None else record]
+    loss_at = np.isin(events, np.concatenate(loss_steps)) if loss_steps else \
+        np.zeros(events.shape, bool)
+    # Pad the event tables to a bucketed length (never executed: chunks stop at the real
+    # ones), so that a run of another length usually reuses the compiled kernel.
+    pad = bucket(len(events)) - len(events)
+    events = np.concatenate([events, np.full(pad, events[-1])])
+    tables = jax.tree_util.tree_map(lambda a: _pad(a, pad), tables)
+    return Plan(n_steps, events, chunk_ends, tables, _pad(loss_at, pad))
 
-    record_steps: np.ndarray   # (T,) sorted unique
-    window_steps: np.ndarray   # sorted unique, all >= burn_in
-    event_steps: np.ndarray    # (E,) sorted unique
-    event_slot: np.ndarray     # (E,) index into record_steps or -1
-    event_window: np.ndarray   # (E,) bool
-    event_lag: np.ndarray      # (E,) bool: the step after a window step (lag-one pairs)
-    chunk_ends: np.ndarray     # event indices (exclusive) at which chunks end
-    burn_in: int
-    window_every: int
+
+def bucket(n: int) -> int:
+    """The padded length of a table of n entries: a power of four, at least 64 (runs whose
+    lengths differ by up to 4× share a compiled kernel)."""
+    size = 64
+    while size < n:
+        size *= 4
+    return size
 
 
-def make_schedule(n_steps: int, burn_in: int, record: Any, n_record: int,
-                  window_every: int | None, n_chunks: int) -> Schedule:
+def _pad(a: np.ndarray, pad: int) -> np.ndarray:
+    a = np.asarray(a)
+    fill = False if a.dtype == bool else (-1 if a.dtype.kind in "iu" else 0)
+    return np.concatenate([a, np.full(pad, fill, a.dtype)])
+
+
+def record_steps(n_steps: int, record: Any, n_record: int) -> np.ndarray:
+    """The recorded steps: 0 and log-spaced (``"log"``), evenly spaced (``"linear"``) or
+    explicit integers in [0, n_steps]."""
     if isinstance(record, str):
         _checks.choice("record", record, ("log", "linear"))
         if record == "log":
@@ -104,132 +118,126 @@ def make_schedule(n_steps: int, burn_in: int, record: Any, n_record: int,
             rec = np.concatenate([[0], np.round(inner)])
         else:
             rec = np.round(np.linspace(0, n_steps, num=n_record + 1))
-        rec = np.unique(rec.astype(np.int64))
-    else:
-        rec = _checks.real_array("record", record, ndim=1)
-        if np.any(rec != np.round(rec)) or rec.min() < 0 or rec.max() > n_steps:
-            raise ValueError(f"record steps must be integers in [0, n_steps={n_steps}]")
-        rec = np.unique(rec.astype(np.int64))
-    window = n_steps - burn_in
-    if window_every is None:
-        window_every = max(1, math.ceil(window / WINDOW_SAMPLES))
-    else:
-        window_every = _checks.integer("window_every", window_every, low=1)
-    win = np.arange(burn_in, n_steps + 1, window_every, dtype=np.int64)
-    lag = win[win < n_steps] + 1
-    bounds = np.unique(np.round(np.linspace(0, n_steps, n_chunks + 1)).astype(np.int64))[1:]
-    events = np.unique(np.concatenate([rec, win, lag, bounds]))
-    slot = np.full(events.shape, -1, dtype=np.int32)
-    slot[np.searchsorted(events, rec)] = np.arange(len(rec), dtype=np.int32)
-    in_window = np.isin(events, win)
-    is_lag = np.isin(events, lag)
-    chunk_ends = np.searchsorted(events, bounds, side="right")
-    return Schedule(rec, win, events, slot, in_window, is_lag, chunk_ends, burn_in,
-                    window_every)
+        return np.unique(rec.astype(np.int64))
+    rec = _checks.real_array("record", record, ndim=1)
+    if np.any(rec != np.round(rec)) or rec.min() < 0 or rec.max() > n_steps:
+        raise ValueError(f"record steps must be integers in [0, n_steps={n_steps}]")
+    return np.unique(rec.astype(np.int64))
 
 
 def _bounded(state: sgd.State) -> jax.Array:
-    """Per trajectory: every coordinate finite and below 10⁻³·√(float max).
-
-    Past that bound (1.8·10¹⁶ in float32) second moments overflow, so a trajectory there
-    counts as diverged from that step on and leaves every statistic.
-    """
+    """Per trajectory: every coordinate finite and below 10⁻³·√(float max)."""
     limit = 1e-3 * float(np.sqrt(np.finfo(state.theta.dtype).max))
     ok = lambda a: jnp.all(jnp.abs(a) < limit, axis=-1)  # noqa: E731  (False for NaN too)
     return ok(state.theta) & ok(state.velocity)
 
 
-def batched_step_of(spec) -> Callable:
+def batched_step_of(dynamics) -> Callable:
     """``(traj_keys, state, aux, k, params) -> (state, aux)`` for the whole batch.
 
-    A spec may provide ``batched_step`` itself (e.g. one batched-state diffrax solve);
+    A dynamics may provide ``batched_step`` itself (e.g. one fused draw of the normals);
     otherwise its per-trajectory ``step`` is vmapped with the key ``fold_in(key_i, k)``.
     """
-    if hasattr(spec, "batched_step"):
-        return spec.batched_step
-    vmapped = jax.vmap(spec.step, in_axes=(0, 0, 0, None, None))
+    if hasattr(dynamics, "batched_step"):
+        return dynamics.batched_step
 
     def batched(traj_keys, state, aux, k, params):
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(traj_keys, k)
+        vmapped = jax.vmap(dynamics.step, in_axes=(0, 0, 0, None, dynamics.params_axes(params)))
         return vmapped(keys, state, aux, k, params)
 
     return batched
 
 
-def _advance(spec, carry: Carry, params, traj_keys, event_steps, event_slot, event_window,
-             event_lag, first_event, stop_event) -> Carry:
-    """Run events ``first_event … stop_event − 1``: step to each, then take statistics."""
-    lr = spec.lr(params)
-    batched_step = batched_step_of(spec)
+def _freeze(ok: jax.Array, new: Any, old: Any) -> Any:
+    def pick(a, b):
+        return jnp.where(ok.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+    return jax.tree_util.tree_map(pick, new, old)
+
+
+def _advance(static, carry: Carry, params, traj_keys, obs_arrays, event_steps, tables,
+             loss_at, max_loss, first_event, stop_event) -> Carry:
+    """Run events ``first_event … stop_event − 1``: step to each, check divergence, observe."""
+    dynamics, obs, use_loss = static
+    batched_step = batched_step_of(dynamics)
+    problem = dynamics.problem(params)
+    step_size = dynamics.step_size(params)
 
     def one_step(k, dyn):
-        state, aux, alive = dyn
-        state, aux = batched_step(traj_keys, state, aux, k, params)
-        return state, aux, alive & _bounded(state)
+        state, aux = dyn
+        return batched_step(traj_keys, state, aux, k, params)
 
     def one_event(e, c: Carry) -> Carry:
-        # The time loop carries only what a step needs; the accumulators stay outside it.
-        state, aux, alive = lax.fori_loop(c.step, event_steps[e], one_step,
-                                          (c.state, c.aux, c.alive))
-        c = c._replace(state=state, aux=aux, alive=alive, step=event_steps[e])
-        x = jnp.concatenate([c.state.theta, c.state.velocity], axis=-1)
-        slot = event_slot[e]
-        acc = lax.cond(slot >= 0,
-                       lambda a: estimators.record(a, slot, x, c.theta_start, c.alive, lr),
-                       lambda a: a, c.acc)
-        acc = lax.cond(event_lag[e],
-                       lambda a: estimators.accumulate_lag(a, c.anchor, x, c.alive),
-                       lambda a: a, acc)
-        acc, anchor = lax.cond(
-            event_window[e],
-            lambda a: (estimators.accumulate_window(a, x, c.alive, lr),
-                       estimators.window_anchor(x, c.alive)),
-            lambda a: (a, c.anchor), acc)
-        return c._replace(acc=acc, anchor=anchor)
+        # The time loop carries only what a step needs; everything else waits outside it.
+        state, aux = lax.fori_loop(c.step, event_steps[e], one_step, (c.state, c.aux))
+        ok = c.alive & _bounded(state)
+        loss = None
+        if use_loss:
+            nan = jnp.full(ok.shape, jnp.nan, state.theta.dtype)
+            loss = lax.cond(loss_at[e], lambda th: jax.vmap(problem.loss)(th).astype(nan.dtype),
+                            lambda th: nan, state.theta)
+        was_alive = ok
+        if max_loss is not None:
+            ok = ok & (~loss_at[e] | (jnp.isfinite(loss) & (loss <= max_loss)))
+        state = _freeze(ok, state, c.state)
+        diverged_at = jnp.where(c.alive & ~ok, event_steps[e], c.diverged_at)
+        view = observers.View(event_steps[e], state.theta, state.velocity, c.theta_start, ok,
+                              was_alive, step_size, loss, aux, params, problem, traj_keys,
+                              dynamics)
+        new_obs = []
+        for o, oc, tab, arr in zip(obs, c.obs, tables, obs_arrays, strict=True):
+            t_e = jax.tree_util.tree_map(lambda a: a[e], tab)
+            new_obs.append(lax.cond(t_e["fires"],
+                                    lambda oc, o=o, t_e=t_e, arr=arr: o.observe(oc, t_e, view,
+                                                                                arr),
+                                    lambda oc: oc, oc))
+        return Carry(state, aux, c.theta_start, ok, diverged_at, event_steps[e], tuple(new_obs))
 
     return lax.fori_loop(first_event, stop_event, one_event, carry)
 
 
-def _init_carry(spec, traj_keys, theta0, v0, n_record, n_groups, keep) -> Carry:
+def _init_carry(static, traj_keys, theta0, v0) -> Carry:
+    dynamics, obs, _ = static
     n_traj, dim = theta0.shape
-    aux = jax.vmap(spec.init_aux)(traj_keys)
+    aux = jax.vmap(dynamics.init_aux)(traj_keys)
     state = sgd.State(theta0, v0)
-    acc = estimators.empty(n_record, n_groups, 2 * dim, n_traj, keep, theta0.dtype)
-    anchor = jnp.zeros((n_traj, 2 * dim), theta0.dtype)
-    return Carry(state, aux, theta0, anchor, _bounded(state), jnp.zeros((), jnp.int32), acc)
+    obs_carry = tuple(o.init(n_traj, dim, theta0.dtype) for o in obs)
+    return Carry(state, aux, theta0, _bounded(state), jnp.full((n_traj,), -1, jnp.int32),
+                 jnp.zeros((), jnp.int32), obs_carry)
 
 
-_init_jit = jax.jit(_init_carry, static_argnums=(0, 4, 5, 6))
+_init_jit = jax.jit(_init_carry, static_argnums=0)
 
 
 def carry_shardings(carry: Carry, mesh: Mesh) -> Carry:
     """Where each part of the carry lives: per-trajectory arrays split along the mesh's
-    ``traj`` axis, accumulated sums replicated (kept trajectories split along K)."""
+    ``traj`` axis, sums over trajectories replicated."""
     along, everywhere = NamedSharding(mesh, P("traj")), NamedSharding(mesh, P())
     per_traj = lambda tree: jax.tree_util.tree_map(lambda _: along, tree)  # noqa: E731
-    acc = jax.tree_util.tree_map(lambda _: everywhere, carry.acc)
-    if carry.acc.trajectories.ndim == 3:
-        acc = acc._replace(trajectories=NamedSharding(mesh, P(None, "traj")))
+    shared = lambda tree: jax.tree_util.tree_map(lambda _: everywhere, tree)  # noqa: E731
+    obs = tuple(observers.Carry(per_traj(o.per_trajectory), shared(o.shared))
+                for o in carry.obs)
     return Carry(per_traj(carry.state), per_traj(carry.aux), along, along, along, everywhere,
-                 acc)
+                 obs)
 
 
 _INIT_SHARDED: dict[Any, Callable] = {}
 
 
-def _init_sharded(spec, mesh, traj_keys, theta0, v0, n_record, n_groups, keep):
+def _init_sharded(static, mesh, traj_keys, theta0, v0):
     """The initial carry, created in place on the mesh (no host-side copy of the state)."""
-    cache_key = (spec, mesh, _signature((traj_keys, theta0, v0)), n_record, n_groups, keep)
+    cache_key = (static, mesh, _signature((traj_keys, theta0, v0)))
     if cache_key not in _INIT_SHARDED:
         def init(k, t, v):
-            return _init_carry(spec, k, t, v, n_record, n_groups, keep)
+            return _init_carry(static, k, t, v)
         placement = carry_shardings(jax.eval_shape(init, traj_keys, theta0, v0), mesh)
         _INIT_SHARDED[cache_key] = (jax.jit(init, out_shardings=placement), placement)
     init, placement = _INIT_SHARDED[cache_key]
     return init(traj_keys, theta0, v0), placement
 
-# One executable per (spec, argument shapes): lr/momentum/weight decay, data values, event
-# tables and chunk bounds are all traced, so sweeps reuse it.
+
+# One executable per (static configuration, argument shapes): hyperparameters, data values,
+# event tables and chunk bounds are all traced, so sweeps reuse it.
 _COMPILED: dict[Any, Callable] = {}
 
 
@@ -297,15 +305,28 @@ def trajectory_mesh(n_traj: int, devices: int | None, prng: str = "threefry2x32"
     return Mesh(np.array(available[:n]), ("traj",))
 
 
-def _trajectory_keys(key: jax.Array, n_traj: int) -> jax.Array:
-    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(n_traj))
+def _trajectory_keys(key: jax.Array, streams: jax.Array) -> jax.Array:
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, streams)
 
 
-def run_ensemble(spec: Any, params: Any, key: jax.Array, theta0: np.ndarray, v0: np.ndarray,
-                 schedule: Schedule, *, n_groups: int, keep_trajectories: bool,
-                 progress: bool, description: str, checkpoint: str | None = None,
-                 mesh: Mesh | None = None) -> tuple[dict[str, Any], dict[str, float]]:
-    """Run the kernel ``spec`` over the whole schedule; return estimates and timings.
+class Outcome(NamedTuple):
+    """What :func:`run_ensemble` returns: each observer's finalized output (by name), the
+    final states, the alive mask and divergence steps, the final ``aux``, and timings."""
+
+    observed: dict[str, Any]
+    theta: np.ndarray
+    velocity: np.ndarray
+    alive: np.ndarray
+    diverged_at: np.ndarray
+    aux: Any
+    timings: dict[str, float]
+
+
+def run_ensemble(dynamics: Any, params: Any, key: jax.Array, theta0: jax.Array,
+                 v0: jax.Array, plan: Plan, obs: tuple, *, streams: np.ndarray | None = None,
+                 max_loss: float | None = None, progress: bool, description: str,
+                 checkpoint: str | None = None, mesh: Mesh | None = None) -> Outcome:
+    """Run ``dynamics`` over the whole plan, feeding the observers ``obs``.
 
     With ``checkpoint`` (a file path) the carry is saved atomically after every chunk and,
     when the file already holds this run's state, the run continues from it
@@ -314,66 +335,137 @@ def run_ensemble(spec: Any, params: Any, key: jax.Array, theta0: np.ndarray, v0:
     reduces across devices inside the kernel, and come back replicated.
     """
     n_traj = theta0.shape[0]
-    n_record = len(schedule.record_steps)
-    n_events = len(schedule.event_steps)
+    n_events = len(plan.event_steps)
+    streams_arr = jnp.arange(n_traj) if streams is None else jnp.asarray(streams, jnp.int32)
+    use_loss = bool(plan.loss_at.any())
+    static = (dynamics, obs, use_loss)
+    obs_arrays = tuple(o.arrays() for o in obs)
     if mesh is None:
-        traj_keys = _trajectory_keys(key, n_traj)
-    else:
-        along, everywhere = NamedSharding(mesh, P("traj")), NamedSharding(mesh, P())
-        traj_keys = jax.jit(_trajectory_keys, static_argnums=1, out_shardings=along)(key, n_traj)
-        place = jax.jit(lambda *a: a, out_shardings=(along, along))
-        theta0, v0 = place(theta0, v0)
-        params = jax.jit(lambda p: p, out_shardings=everywhere)(params)
-    if mesh is None:
-        carry = _init_jit(spec, traj_keys, theta0, v0, n_record, n_groups, keep_trajectories)
+        traj_keys = _trajectory_keys(key, streams_arr)
+        carry = _init_jit(static, traj_keys, theta0, v0)
         placement = None
     else:
-        carry, placement = _init_sharded(spec, mesh, traj_keys, theta0, v0, n_record,
-                                         n_groups, keep_trajectories)
+        along, everywhere = NamedSharding(mesh, P("traj")), NamedSharding(mesh, P())
+        streams_arr = jax.device_put(streams_arr, along)
+        traj_keys = jax.jit(_trajectory_keys, out_shardings=along)(key, streams_arr)
+        place = jax.jit(lambda *a: a, out_shardings=(along, along))
+        theta0, v0 = place(theta0, v0)
+        params, obs_arrays = jax.jit(lambda p: p, out_shardings=everywhere)((params,
+                                                                             obs_arrays))
+        carry, placement = _init_sharded(static, mesh, traj_keys, theta0, v0)
     first = 0
     run_id = None
     if checkpoint is not None:
         prng = (bool(jax.config.jax_threefry_partitionable), str(jax.config.jax_default_prng_impl))
         run_id = ckpt.fingerprint(
-            (spec, n_groups, keep_trajectories, prng), params, key, theta0, v0,
-            (schedule.event_steps, schedule.event_slot, schedule.event_window,
-             schedule.event_lag, schedule.chunk_ends))
+            (dynamics, obs, use_loss, max_loss, prng), params, key, theta0, v0, obs_arrays,
+            (plan.event_steps, plan.chunk_ends, plan.loss_at, streams_arr), plan.tables)
         loaded = ckpt.load(checkpoint, carry, run_id)
         if loaded is not None:
             carry, first = loaded
-    events = (jnp.asarray(schedule.event_steps, jnp.int32), jnp.asarray(schedule.event_slot),
-              jnp.asarray(schedule.event_window), jnp.asarray(schedule.event_lag))
+    events = jnp.asarray(plan.event_steps, jnp.int32)
+    tables = jax.tree_util.tree_map(jnp.asarray, plan.tables)
+    loss_at = jnp.asarray(plan.loss_at)
+    loss_bound = None if max_loss is None else jnp.asarray(max_loss, theta0.dtype)
     compile_seconds = 0.0
     t0 = time.perf_counter()
     if first < n_events:   # a finished checkpoint needs no kernel at all
         zero = jnp.zeros((), jnp.int32)
-        run, compile_seconds = _compiled("advance", _advance, spec,
-                                         (carry, params, traj_keys, *events, zero, zero),
-                                         out_shardings=placement)
+        run, compile_seconds = _compiled(
+            "advance", _advance, static,
+            (carry, params, traj_keys, obs_arrays, events, tables, loss_at, loss_bound, zero,
+             zero),
+            out_shardings=placement)
         t0 = time.perf_counter()
-        with tqdm(total=int(schedule.event_steps[-1]), initial=int(carry.step),
+        with tqdm(total=int(plan.event_steps[-1]), initial=int(carry.step),
                   disable=not progress, unit="step", desc=description, leave=False) as bar:
-            for stop in schedule.chunk_ends:
+            for stop in plan.chunk_ends:
                 if stop <= first:
                     continue
-                carry = run(carry, params, traj_keys, *events, jnp.int32(first),
-                            jnp.int32(stop))
+                carry = run(carry, params, traj_keys, obs_arrays, events, tables, loss_at,
+                            loss_bound, jnp.int32(first), jnp.int32(stop))
                 jax.block_until_ready(carry.step)
                 if checkpoint is not None:
                     ckpt.save(checkpoint, carry, int(stop), n_events, int(carry.step), run_id)
                 bar.update(int(carry.step) - bar.n)
                 first = int(stop)
     run_seconds = time.perf_counter() - t0
-    acc = carry.acc
-    if mesh is not None:   # every process gets every statistic
-        acc = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))(acc)
-    return estimators.finalize(acc), {"compile_seconds": compile_seconds,
-                                      "run_seconds": run_seconds}
+    if mesh is not None:   # every process gets every statistic and every trajectory
+        carry = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))(carry)
+    observed = {o.name: o.finalize(oc) for o, oc in zip(obs, carry.obs, strict=True)}
+    return Outcome(observed, np.asarray(carry.state.theta), np.asarray(carry.state.velocity),
+                   np.asarray(carry.alive), np.asarray(carry.diverged_at),
+                   jax.tree_util.tree_map(np.asarray, carry.aux),
+                   {"compile_seconds": compile_seconds, "run_seconds": run_seconds})
 
 
-def _start_points(name: str, value: Any, default: np.ndarray, n_traj: int) -> np.ndarray:
-    d = default.shape[0]
+def run(dynamics: Any, params: Any, key: Any, theta0: np.ndarray, v0: np.ndarray,
+        n_steps: int, obs: tuple, *, n_chunks: int | None = None, progress: bool = False,
+        description: str = "run", checkpoint: str | os.PathLike | None = None,
+        devices: int | None = None, prng: str | None = None, max_loss: float | None = None,
+        streams: np.ndarray | None = None, record: np.ndarray | None = None) -> Outcome:
+    """The runner for a caller that brings its own dynamics and observers (e.g.
+    :func:`limitdyn.mlnoise.simulate`): checkpoint path (the caller's or the scope's), key
+    and PRNG setting, device mesh, event plan, then :func:`run_ensemble`."""
+    checkpoint = ckpt.resolve(checkpoint)
+    n_traj = theta0.shape[0]
+    if n_chunks is None:
+        n_chunks = default_chunks(progress, checkpoint)
+    key = _prng.with_impl(_as_key(key), prng)
+    mesh = trajectory_mesh(n_traj, devices, str(jax.random.key_impl(key)))
+    plan = make_plan(n_steps, obs, min(n_chunks, n_steps), max_loss, record)
+    out = run_ensemble(dynamics, params, key, jnp.asarray(theta0), jnp.asarray(v0), plan, obs,
+                       streams=streams, max_loss=max_loss, progress=progress,
+                       description=description, checkpoint=checkpoint, mesh=mesh)
+    return out._replace(timings=out.timings | {"environment": _meta.environment(key)})
+
+
+# --- the front doors' shared options -----------------------------------------------------------
+
+def check_problem(prob: Any, what: str) -> None:
+    if isinstance(prob, Problem):
+        return
+    hint = ""
+    try:
+        import flax.linen as fnn
+        if isinstance(prob, fnn.Module):
+            hint = ("; a flax model becomes one with "
+                    "ld.nn.FlaxProblem.from_module(model, params, x, y, loss='mse')")
+    except ImportError:   # pragma: no cover
+        pass
+    raise TypeError(f"{what}: prob must be a limitdyn problem (ld.LinearRegression, "
+                    f"ld.Quadratic, ld.nn.FlaxProblem, or your own ld.Problem / ld.FiniteSum "
+                    f"subclass), got {type(prob).__name__}{hint}")
+
+
+def problem_dim(prob: Any, theta0: Any) -> int:
+    d = prob.dim
+    if d is not None:
+        return int(d)
+    if theta0 is None:
+        raise ValueError(f"theta0 is required: {type(prob).__name__} does not say its "
+                         "dimension (no dim property) nor a minimiser to start from")
+    arr = np.shape(theta0)
+    if len(arr) not in (1, 2):
+        raise ValueError(f"theta0 must have shape (d,) or (n_traj, d), got {arr}")
+    return int(arr[-1])
+
+
+def default_start(prob: Any, weight_decay: float, theta0: Any) -> np.ndarray | None:
+    """The minimiser when the problem knows it and theta0 is not given."""
+    if theta0 is not None:
+        return None
+    if not has_capability(prob, "minimiser"):
+        raise ValueError(f"theta0 is required: {type(prob).__name__} has no closed-form "
+                         "minimiser to start from; pass theta0 (shape (d,) or (n_traj, d))")
+    return np.asarray(prob.minimiser64(weight_decay), np.float64)
+
+
+def _start_points(name: str, value: Any, default: np.ndarray | None, n_traj: int,
+                  d: int) -> np.ndarray:
     if value is None:
+        if default is None:
+            return np.zeros((n_traj, d))
         return np.broadcast_to(default, (n_traj, d))
     arr = _checks.real_array(name, value, ndim=(1, 2))
     if arr.shape not in ((d,), (n_traj, d)):
@@ -382,17 +474,48 @@ def _start_points(name: str, value: Any, default: np.ndarray, n_traj: int) -> np
     return np.broadcast_to(arr, (n_traj, d))
 
 
-def default_chunks(progress: bool, checkpoint: str | None) -> int:
-    """Chunks a run is split into when the caller does not say: 20 when there is a progress
-    bar to update or a checkpoint to write, otherwise 1 (each boundary is a host round trip)."""
-    return 20 if (progress or checkpoint is not None) else 1
+def check_functions(prob: Any, d: int, dtype) -> None:
+    """Evaluate the problem's shapes abstractly (nothing is compiled): a clear error now
+    rather than one from inside a kernel."""
+    spec = jax.ShapeDtypeStruct((d,), dtype)
+    name = type(prob).__name__
+    n = prob.n_examples
+    if n is not None and hasattr(prob, "example_losses"):
+        m = min(n, 3)
+        idx = jax.ShapeDtypeStruct((m,), jnp.int32)
+        try:
+            out = jax.eval_shape(prob.example_losses, spec, idx)
+        except NotImplementedError as err:
+            raise TypeError(str(err)) from None
+        except Exception as err:
+            raise ValueError(f"{name}.example_losses(theta, idx) fails on theta of shape "
+                             f"({d},) and idx of shape ({m},): {type(err).__name__}: "
+                             f"{_first_line(err)}") from None
+        if getattr(out, "shape", None) != (m,):
+            raise ValueError(f"{name}.example_losses(theta, idx) must return one loss per "
+                             f"index, shape ({m},); got "
+                             f"{getattr(out, 'shape', type(out).__name__)}")
+    try:
+        out = jax.eval_shape(prob.loss, spec)
+    except NotImplementedError as err:
+        raise TypeError(str(err)) from None
+    except Exception as err:
+        raise ValueError(f"{name}.loss(theta) fails on theta of shape ({d},): "
+                         f"{type(err).__name__}: {_first_line(err)}") from None
+    if getattr(out, "shape", None) != ():
+        raise ValueError(f"{name}.loss(theta) must return a scalar, got shape "
+                         f"{getattr(out, 'shape', type(out).__name__)}")
 
 
-def validate_run_args(prob, n_traj, n_steps, burn_in, n_record, n_groups, progress):
-    """Checks shared by every ensemble runner; returns normalised values."""
-    if not isinstance(prob, PROBLEM_TYPES):
-        raise TypeError("prob must be a limitdyn problem (LinearRegression or Quadratic), "
-                        f"got {type(prob).__name__}")
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def validate_run_args(prob, n_traj, n_steps, burn_in, n_record, n_groups, progress,
+                      what: str = "simulate"):
+    """Checks shared by every front door; returns normalised values."""
+    check_problem(prob, what)
     n_traj = _checks.integer("n_traj", n_traj, low=1, high=2**31 - 1)
     n_steps = _checks.integer("n_steps", n_steps, low=1, high=2**31 - 1)   # int32 step index
     burn_in = n_steps // 2 if burn_in is None else _checks.integer("burn_in", burn_in, low=0,
@@ -405,19 +528,188 @@ def validate_run_args(prob, n_traj, n_steps, burn_in, n_record, n_groups, progre
     return n_traj, n_steps, burn_in, n_record, n_groups
 
 
-def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj: int,
-                 n_steps: int, sampling: str = "iid", theta0: Any = None, v0: Any = None,
+def default_chunks(progress: bool, checkpoint: str | None) -> int:
+    """Chunks a run is split into when the caller does not say: 20 when there is a progress
+    bar to update or a checkpoint to write, otherwise 1 (each boundary is a host round trip)."""
+    return 20 if (progress or checkpoint is not None) else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The observer and run options every front door shares, checked on the host."""
+
+    basis: np.ndarray | None
+    traces: dict
+    trace_steps: np.ndarray | None
+    extra: tuple
+    keep_final: bool
+    max_loss: float | None
+    streams: np.ndarray | None
+
+
+def check_options(n_traj: int, n_steps: int, d: int, *, basis: Any, traces: Any,
+                  trace_steps: Any, observers_: Any, keep_final: Any, max_loss: Any,
+                  streams: Any) -> Options:
+    if basis is not None:
+        basis = _checks.real_array("basis", basis, ndim=2)
+        if basis.shape[0] != d:
+            raise ValueError(f"basis must have shape (d={d}, m): one column per direction, "
+                             f"got {basis.shape}")
+    trace_fns = {}
+    if traces is not None:
+        if not isinstance(traces, dict):
+            raise TypeError("traces must be a dict name -> function(theta, velocity), "
+                            f"(function, data) or one of {observers.BUILTINS}, got "
+                            f"{type(traces).__name__}")
+        for name, what in traces.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"trace names must be non-empty strings, got {name!r}")
+            ok = (callable(what) or (isinstance(what, str) and what in observers.BUILTINS)
+                  or (isinstance(what, tuple) and len(what) == 2 and callable(what[0])))
+            if not ok:
+                raise TypeError(f"traces[{name!r}] must be a function (theta, velocity) -> "
+                                f"array, a pair (function(theta, velocity, data), data) or "
+                                f"one of {observers.BUILTINS}; got {what!r:.100}")
+        trace_fns = dict(traces)
+    if trace_steps is not None:
+        trace_steps = _checks.real_array("trace_steps", trace_steps, ndim=1)
+        if np.any(trace_steps != np.round(trace_steps)) or trace_steps.min() < 0 \
+                or trace_steps.max() > n_steps:
+            raise ValueError(f"trace_steps must be integers in [0, n_steps={n_steps}]")
+        trace_steps = np.unique(trace_steps.astype(np.int64))
+        if not trace_fns:
+            raise ValueError("trace_steps given without traces")
+    extra = tuple(observers_ or ())
+    names = {"phase_space", "traces"}
+    for o in extra:
+        for method in ("event_steps", "tables", "init", "observe", "finalize", "arrays"):
+            if not callable(getattr(o, method, None)):
+                raise TypeError(f"observer {o!r} has no method {method}() (see "
+                                "limitdyn.observers)")
+        if o.name in names:
+            raise ValueError(f"two observers are named {o.name!r}")
+        names.add(o.name)
+    if max_loss is not None:
+        max_loss = _checks.finite_float("max_loss", max_loss, low=0.0, low_open=True)
+    if streams is not None:
+        streams = np.asarray(streams)
+        if streams.shape != (n_traj,) or streams.dtype.kind not in "iu" or streams.min() < 0 \
+                or streams.max() >= 2**31:
+            raise ValueError(f"streams must be n_traj={n_traj} non-negative integers (the "
+                             "random stream of each trajectory), got "
+                             f"shape {streams.shape}, dtype {streams.dtype}")
+    return Options(basis, trace_fns, trace_steps, extra, bool(keep_final), max_loss, streams)
+
+
+def build_observers(opts: Options, rec: np.ndarray, window: np.ndarray, n_steps: int,
+                    d: int, n_groups: int, keep_trajectories: bool,
+                    scale: int = 1) -> tuple:
+    """The observers of a front-door call: phase-space statistics, traces, the caller's."""
+    covariance = opts.basis is not None or d <= LARGE_DIM
+    phase = observers.PhaseSpace(
+        n_record=len(rec), n_groups=n_groups, keep=keep_trajectories,
+        basis_dim=None if opts.basis is None else opts.basis.shape[1], covariance=covariance,
+        n_steps=n_steps, record_steps=rec, window_steps=window, basis=opts.basis)
+    obs = [phase]
+    if opts.traces:
+        steps = (rec * scale if opts.trace_steps is None else opts.trace_steps) // scale
+        obs.append(observers.Trace.from_dict(opts.traces, steps))
+    return (*obs, *opts.extra)
+
+
+def check_memory(n_traj: int, d: int, rec: np.ndarray, opts: Options, obs: tuple,
+                 keep_trajectories: bool, dtype) -> None:
+    """Refuse, before any allocation, a run whose per-trajectory arrays cannot fit."""
+    item = np.dtype(dtype).itemsize
+    nbytes = 4 * n_traj * d * item                        # state, start, keys, …
+    if keep_trajectories:
+        dim2 = 2 * (d if opts.basis is None else opts.basis.shape[1])
+        nbytes += n_traj * len(rec) * dim2 * item
+    for o in obs:
+        if isinstance(o, observers.Trace):
+            for shape in o.shapes(d, dtype).values():
+                size = int(np.prod(shape.shape, dtype=np.int64))
+                nbytes += n_traj * o.n_steps_traced * size * item
+    try:
+        from . import _memory
+    except ImportError:   # pragma: no cover - the module ships with the package
+        return
+    _memory.check_allocation(int(nbytes), "the run's per-trajectory arrays")
+
+
+def finish_result(schedule_rec: np.ndarray, out: Outcome, opts: Options, config: dict,
+                  metadata: dict, stride: int = 1) -> Result:
+    """Assemble a :class:`Result`; ``stride`` SGD steps per runner step (SDE steps > η)."""
+    stats = out.observed["phase_space"]
+    stderr = Stderr(mean=stats["se_mean"], cov=stats["se_cov"],
+                    displacement=stats["se_displacement"],
+                    local_displacement=stats["se_local_displacement"],
+                    stationary_mean=stats["se_stationary_mean"],
+                    stationary_cov=stats["se_stationary_cov"],
+                    stationary_local_displacement=stats["se_stationary_local_displacement"],
+                    stationary_lag_cov=stats["se_stationary_lag_cov"])
+    traces, trace_steps = None, None
+    if "traces" in out.observed:
+        traces = out.observed["traces"]
+        trace_steps = ((schedule_rec if opts.trace_steps is None else opts.trace_steps // stride)
+                       * stride)
+    extra = {k: v for k, v in out.observed.items() if k not in ("phase_space", "traces")}
+    final = None
+    if opts.keep_final:
+        final = {"theta": out.theta, "velocity": out.velocity}
+    return Result(
+        steps=schedule_rec * stride, mean=stats["mean"], cov=stats["cov"],
+        displacement=stats["displacement"], local_displacement=stats["local_displacement"],
+        stationary_mean=stats["stationary_mean"], stationary_cov=stats["stationary_cov"],
+        stationary_local_displacement=stats["stationary_local_displacement"],
+        n_alive=stats["n_alive"], stderr=stderr, trajectories=stats["trajectories"],
+        stationary_lag_cov=stats["stationary_lag_cov"], window_groups=stats["window_groups"],
+        traces=traces, trace_steps=trace_steps, observed=extra or None, final=final,
+        alive=out.alive, diverged_at=np.where(out.diverged_at >= 0,
+                                              out.diverged_at * stride, -1),
+        config=config | {"lag_steps": stride, "basis": opts.basis is not None},
+        metadata=metadata)
+
+
+def _hyper_per_trajectory(hp: Hyper, per_trajectory: Any, n_traj: int, dtype
+                          ) -> tuple[Any, tuple[str, ...]]:
+    """hp with the fields of ``per_trajectory`` as (K,) arrays, all leaves traced."""
+    if per_trajectory is None:
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), hp), ()
+    if not isinstance(per_trajectory, dict):
+        raise TypeError("per_trajectory must be a dict such as {'lr': array of n_traj values}")
+    fields = {}
+    for name, values in per_trajectory.items():
+        _checks.choice("per_trajectory key", name, ("lr", "momentum", "weight_decay"))
+        arr = _checks.real_array(f"per_trajectory[{name!r}]", values, shape=(n_traj,))
+        for v in arr:    # each value must be a valid hyperparameter
+            hp.replace(**{name: float(v)})
+        fields[name] = jnp.asarray(arr, dtype)
+    leaves = [fields.get(f, jnp.asarray(getattr(hp, f), dtype))
+              for f in ("lr", "momentum", "weight_decay")]
+    from .hyper import _unflatten
+    return _unflatten(hp.batch_size, leaves), tuple(sorted(fields))
+
+
+def simulate_sgd(prob: Problem, hp: Hyper, key: Any, n_traj: int, n_steps: int,
+                 sampling: str = "iid", theta0: Any = None, v0: Any = None,
                  burn_in: int | None = None, *, record: str | Any = "log", n_record: int = 50,
                  window_every: int | None = None, n_groups: int | None = None,
                  keep_trajectories: bool = False, n_chunks: int | None = None,
-                 progress: bool | None = None, check_stability: bool = True,
+                 progress: bool | None = None, check_stability: bool | None = None,
                  checkpoint: str | os.PathLike | None = None, prng: str | None = None,
-                 devices: int | None = None) -> Result:
+                 devices: int | None = None, basis: Any = None, traces: dict | None = None,
+                 trace_steps: Any = None, observers: Any = None, keep_final: bool = False,
+                 max_loss: float | None = None, per_trajectory: dict | None = None,
+                 streams: Any = None) -> Result:
     """Simulate ``n_traj`` independent SGD-with-momentum trajectories for ``n_steps`` steps.
 
-    The update is theory.md §1 (``sgd.step``); minibatches come from ``sampling``
-    (``"iid"``, ``"replacement"`` or ``"reshuffle"``, see :mod:`limitdyn.samplers`). For a
-    :class:`Quadratic` the gradient noise is Gaussian and ``sampling`` must be ``"iid"``.
+    The update is theory.md §1 (:class:`limitdyn.dynamics.HeavyBall`) on any problem:
+    ``ld.LinearRegression``, ``ld.Quadratic``, a flax network (``ld.nn.FlaxProblem``) or
+    your own :class:`~limitdyn.FiniteSum` / :class:`~limitdyn.Problem`. Minibatches of a
+    finite sum come from ``sampling`` (``"iid"``, ``"replacement"`` or ``"reshuffle"``,
+    see :mod:`limitdyn.samplers`); a problem without examples draws its own gradient noise
+    from the step's key and takes ``sampling="iid"``.
 
     Args:
         prob: the problem.
@@ -426,7 +718,8 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         n_traj: number of trajectories K >= 1.
         n_steps: number of SGD steps >= 1.
         sampling: minibatch sampling mode.
-        theta0: start, (d,) or (K, d); default the minimiser of L_λ.
+        theta0: start, (d,) or (K, d); default the minimiser of L_λ (problems that know it;
+            required otherwise).
         v0: start velocity, (d,) or (K, d); default 0.
         burn_in: window averages (``stationary_*``) use steps ``burn_in <= k <= n_steps``;
             default ``n_steps // 2``.
@@ -442,25 +735,42 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         n_chunks: host-side chunks the run is split into (progress-bar updates); default 20
             with a progress bar and 1 without (each chunk boundary costs a host round trip).
         progress: show a progress bar (default: for runs of over 5·10⁶ trajectory-steps).
-        check_stability: before running, warn (:class:`~limitdyn.stability.StabilityWarning`)
-            when ``hp`` is outside or within 10% of the discrete stability region, naming
-            the largest stable lr (problems with a known Hessian, d <= 256).
+        check_stability: warn (:class:`~limitdyn.stability.StabilityWarning`) when ``hp`` is
+            outside or within 10% of the discrete stability region, naming the largest
+            stable lr. Default: when the problem has a Hessian and d <= 256; True on a
+            problem without one is an error.
         checkpoint: a file path: the complete run state is saved there atomically after
             every chunk (default 20 chunks), and a later call with the same arguments
             continues from it — after a crash, or instantly once finished. A checkpoint
             written by a different run is refused (:class:`~limitdyn.checkpoint.
             CheckpointError`). Inside ``limitdyn run`` every simulation is checkpointed.
         prng: the PRNG implementation: ``"threefry2x32"``, ``"threefry4x32"``,
-            ``"philox2x32"`` or ``"philox4x32"``; None (default) keeps ``key``'s own
-            (JAX's default, threefry2x32, for ``jax.random.key(seed)``). A key of another
-            implementation is converted deterministically. ``rbg``/``unsafe_rbg`` are
-            refused: under vmap they are not independent per trajectory.
+            ``"philox2x32"`` or ``"philox4x32"``; None (default) keeps ``key``'s own.
+            ``rbg``/``unsafe_rbg`` are refused: under vmap they are not independent per
+            trajectory.
         devices: how many devices the trajectories are sharded over (one mesh axis; the
             statistics are reduced across devices inside the kernel). Default: all of
             ``jax.devices()`` — every process's under ``jax.distributed.initialize()`` —
-            or, in one process, the largest count dividing ``n_traj``. Trajectory i draws
-            from ``fold_in(key, i)`` wherever it runs, so results do not depend on the
-            device count (up to the order of floating-point sums).
+            or, in one process, the largest count dividing ``n_traj``. Results do not
+            depend on the device count (up to the order of floating-point sums).
+        basis: V of shape (d, m): the phase-space statistics are those of (Vᵀθ, Vᵀv)
+            (e.g. the top Hessian eigenvectors of a network). Without a basis and for
+            d > 256 no covariance is computed (``res.cov`` is None): the mean, the global
+            and local displacements and the traces remain.
+        traces: ``{name: fn(theta, velocity)}``: per-trajectory values at ``trace_steps``
+            (default the recorded steps) in ``res.traces[name]``, shape (K, T', …); the
+            string ``"loss"`` records the problem's loss.
+        trace_steps: the steps of the traces (integers in [0, n_steps]).
+        observers: further :mod:`limitdyn.observers` (time averages, histograms, your own);
+            their outputs are in ``res.observed[name]``.
+        keep_final: return the final states in ``res.final`` (``theta``, ``velocity``).
+        max_loss: a trajectory whose loss exceeds this (or is not finite) at an event step
+            has diverged (in addition to the coordinate bound of the module docstring).
+        per_trajectory: ``{"lr": (K,) values}`` (also ``"momentum"``, ``"weight_decay"``):
+            one hyperparameter per trajectory, in one kernel (a learning-rate grid).
+        streams: (K,) integers: trajectory i draws its batches from ``fold_in(key,
+            streams[i])`` (default i). Equal streams share minibatches (common random
+            numbers: e.g. networks of one seed at several learning rates).
 
     Raises:
         DivergenceError: every trajectory diverged (quotes the stability bound).
@@ -469,21 +779,29 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         A :class:`Result`.
     """
     n_traj, n_steps, burn_in, n_record, n_groups = validate_run_args(
-        prob, n_traj, n_steps, burn_in, n_record, n_groups, progress)
+        prob, n_traj, n_steps, burn_in, n_record, n_groups, progress, "simulate_sgd")
     if not isinstance(hp, Hyper):
         raise TypeError(f"hp must be a limitdyn.Hyper, got {type(hp).__name__}")
     sampling = _checks.choice("sampling", sampling, samplers.SAMPLINGS)
     n_examples = prob.n_examples
     if n_examples is None:
         if sampling != "iid":
-            raise ValueError(f"sampling must be 'iid' for a Quadratic problem (its gradient noise "
-                             f"is drawn independently each step); got {sampling!r}")
+            raise ValueError(f"sampling must be 'iid' for a {type(prob).__name__} problem (no "
+                             f"examples to sample: its gradient noise is drawn afresh each "
+                             f"step); got {sampling!r}")
         batch_size = None
     else:
         batch_size = n_examples if hp.batch_size is None else hp.batch_size
         if not 1 <= batch_size <= n_examples:
             raise ValueError(f"Hyper.batch_size must be in [1, N={n_examples}] for this problem, "
                              f"got {batch_size}")
+    d = problem_dim(prob, theta0)
+    dtype = np.dtype(jnp.result_type(float))
+    check_functions(prob, d, dtype)
+    opts = check_options(n_traj, n_steps, d, basis=basis, traces=traces,
+                         trace_steps=trace_steps, observers_=observers, keep_final=keep_final,
+                         max_loss=max_loss, streams=streams)
+    traced_hp, varied = _hyper_per_trajectory(hp, per_trajectory, n_traj, dtype)
     checkpoint = ckpt.resolve(checkpoint)
     if progress is None:   # a bar for runs of more than a few seconds
         progress = n_traj * n_steps > 5 * 10**6
@@ -492,49 +810,58 @@ def simulate_sgd(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     keep_trajectories = bool(keep_trajectories)
     key = _prng.with_impl(_as_key(key), prng)
     mesh = trajectory_mesh(n_traj, devices, str(jax.random.key_impl(key)))
-    schedule = make_schedule(n_steps, burn_in, record, n_record, window_every,
-                             min(n_chunks, n_steps))
-    mu = np.asarray(prob.minimiser(hp.weight_decay), dtype=np.float64)
-    dtype = np.dtype(jnp.result_type(float))
-    theta_start = jnp.asarray(_start_points("theta0", theta0, mu, n_traj), dtype)
-    v_start = jnp.asarray(_start_points("v0", v0, np.zeros_like(mu), n_traj), dtype)
+    rec = record_steps(n_steps, record, n_record)
+    window_every = None if window_every is None else _checks.integer(
+        "window_every", window_every, low=1)
+    window, window_every = observers_window(n_steps, burn_in, window_every)
+    obs = build_observers(opts, rec, window, n_steps, d, n_groups, keep_trajectories)
+    check_memory(n_traj, d, rec, opts, obs, keep_trajectories, dtype)
+    plan = make_plan(n_steps, obs, min(n_chunks, n_steps), opts.max_loss, rec)
+    start = default_start(prob, hp.weight_decay, theta0)
+    theta_start = jnp.asarray(_start_points("theta0", theta0, start, n_traj, d), dtype)
+    v_start = jnp.asarray(_start_points("v0", v0, None, n_traj, d), dtype)
+    if check_stability is None:
+        check_stability = has_capability(prob, "hessian") and per_trajectory is None
+    elif check_stability and not has_capability(prob, "hessian"):
+        raise ValueError(f"check_stability=True needs a problem with a Hessian; "
+                         f"{type(prob).__name__} has none (leave it at None)")
     if check_stability:
         stability.precheck(prob, hp, sampling)
-    spec = SGDSpec(sampling, n_examples, batch_size)
-    traced_hp = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), hp)
-    stats, timings = run_ensemble(spec, (prob, traced_hp), key, theta_start, v_start, schedule,
-                                  n_groups=n_groups, keep_trajectories=keep_trajectories,
-                                  progress=progress, description="simulate_sgd",
-                                  checkpoint=checkpoint, mesh=mesh)
-    stability.raise_if_all_diverged(int(stats["n_alive"][-1]), n_traj, n_steps, prob, hp,
-                                    sampling, "simulate_sgd")
+    dynamics = HeavyBall(sampling, n_examples, batch_size, varied)
+    out = run_ensemble(dynamics, (prob, traced_hp), key, theta_start, v_start, plan, obs,
+                       streams=opts.streams, max_loss=opts.max_loss, progress=progress,
+                       description="simulate_sgd", checkpoint=checkpoint, mesh=mesh)
+    n_alive_last = int(out.alive.sum())
+    stability.raise_if_all_diverged(n_alive_last, n_traj, n_steps, prob, hp, sampling,
+                                    "simulate_sgd")
     config = {
-        "kind": "sgd", "problem": repr(prob), "dim": prob.dim, "n_examples": n_examples,
+        "kind": "sgd", "problem": repr(prob), "dim": d, "n_examples": n_examples,
         "hyper": hp.to_dict() | {"batch_size": batch_size}, "sampling": sampling,
         "n_traj": n_traj, "n_steps": n_steps, "burn_in": burn_in, "dtype": str(dtype),
-        "window_every": schedule.window_every, "n_window_samples": len(schedule.window_steps),
+        "window_every": window_every, "n_window_samples": len(window),
         "n_groups": n_groups, "record": record if isinstance(record, str) else "explicit",
         "theta0": "minimiser" if theta0 is None else "given",
         "v0": "zero" if v0 is None else "given",
+        "per_trajectory": list(varied), "max_loss": opts.max_loss,
     }
-    return build_result(schedule, stats, config, _meta.environment(key) | timings)
+    result = finish_result(rec, out, opts, config, _meta.environment(key) | out.timings)
+    _accounting.report(result)
+    return result
 
 
-def build_result(schedule: Schedule, stats: dict[str, Any], config: dict[str, Any],
-                 metadata: dict[str, Any], stride: int = 1) -> Result:
-    """Assemble a :class:`Result`; ``stride`` SGD steps per runner step (SDE steps > η)."""
-    stderr = Stderr(mean=stats["se_mean"], cov=stats["se_cov"],
-                    displacement=stats["se_displacement"],
-                    local_displacement=stats["se_local_displacement"],
-                    stationary_mean=stats["se_stationary_mean"],
-                    stationary_cov=stats["se_stationary_cov"],
-                    stationary_local_displacement=stats["se_stationary_local_displacement"],
-                    stationary_lag_cov=stats["se_stationary_lag_cov"])
-    return Result(
-        steps=schedule.record_steps * stride, mean=stats["mean"], cov=stats["cov"],
-        displacement=stats["displacement"], local_displacement=stats["local_displacement"],
-        stationary_mean=stats["stationary_mean"], stationary_cov=stats["stationary_cov"],
-        stationary_local_displacement=stats["stationary_local_displacement"],
-        n_alive=stats["n_alive"], stderr=stderr, trajectories=stats["trajectories"],
-        stationary_lag_cov=stats["stationary_lag_cov"], window_groups=stats["window_groups"],
-        config=config | {"lag_steps": stride}, metadata=metadata)
+def observers_window(n_steps: int, burn_in: int, window_every: int | None
+                     ) -> tuple[np.ndarray, int]:
+    return observers.default_window(n_steps, burn_in, window_every)
+
+
+__all__ = [
+    "WINDOW_SAMPLES",
+    "Carry",
+    "Outcome",
+    "Plan",
+    "make_plan",
+    "record_steps",
+    "run_ensemble",
+    "simulate_sgd",
+    "trajectory_mesh",
+]

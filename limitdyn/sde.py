@@ -32,13 +32,15 @@ Integrators (``solver``):
   is one Brownian path for the whole batch (drawn from trajectory 0's key), so unlike the
   other solvers its result depends on the number of trajectories.
 
-The drift of a quadratic problem is −(H + λI)(θ − μ) (exact for linear regression), with
-H + λI and μ computed on the host in float64.
+The drift is −∇L_λ(θ), the problem's own gradient (autodiff for your own problem or a
+network); for a quadratic problem (linear regression, a noisy quadratic) it is
+−(H + λI)(θ − μ) with H + λI and μ computed on the host in float64. The integrators are
+the dynamics :class:`limitdyn.dynamics.Langevin` and :class:`~limitdyn.dynamics.
+DiffraxLangevin`, advanced by the same runner as SGD.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from typing import Any
@@ -47,177 +49,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
-from jax import lax
 
-from . import _checks, _meta, _prng, stability
+from . import _accounting, _checks, _meta, _prng, runner, stability
 from . import checkpoint as ckpt
 from . import noise as noise_models
+from .dynamics import DiffraxLangevin, Langevin
 from .hyper import Hyper
-from .problems import LinearRegression, Quadratic, _as_key, hessian64
+from .problems import Problem, UnsupportedError, _as_key, has_capability
 from .result import Result
-from .runner import (
-    _start_points,
-    build_result,
-    default_chunks,
-    make_schedule,
-    run_ensemble,
-    trajectory_mesh,
-    validate_run_args,
-)
-from .sgd import State
+
+# the integrators used to live here
+SDESpec, DiffraxSpec = Langevin, DiffraxLangevin
 
 MODELS = ("langevin", "sme")
 SOLVERS = ("em", "baoab", "exact", "diffrax")
 # Default step: h·ω_max <= 0.1 for em/baoab/diffrax (BAOAB's velocity bias is ≈ (hω)²/4).
 DEFAULT_STEP_RESOLUTION = 0.1
-
-
-@dataclasses.dataclass(frozen=True)
-class SDESpec:
-    """Static description of an SDE kernel (hashable: it keys the compile cache).
-
-    One runner step ("tick") covers ``stride`` SGD steps in ``n_sub`` integrator steps of
-    size dt (stride = dt/η when dt >= η, else n_sub = η/dt).
-    """
-
-    model: str
-    solver: str
-    noise: noise_models.NoiseSpec
-    n_sub: int
-    stride: int
-
-    @property
-    def n_normals(self) -> int:
-        if self.solver == "exact":
-            return 2 * self.dim_factor if self.model == "langevin" else self.dim_factor
-        return self.noise.n_normals
-
-    @property
-    def dim_factor(self) -> int:        # d, from the constant noise factor
-        return self.noise.n_normals
-
-    def init_aux(self, key: jax.Array) -> Any:
-        return ()
-
-    def lr(self, params: dict[str, Any]) -> jax.Array:
-        return params["lr"]
-
-    # --- the whole batch: one fused draw of the step's normals ------------------------
-    def batched_step(self, traj_keys: jax.Array, state: State, aux: Any, k: jax.Array,
-                     params: dict[str, Any]) -> tuple[State, Any]:
-        """All trajectories, one step; the same numbers as ``vmap(step)`` with keys
-        ``fold_in(key_i, k)``, drawn by :mod:`limitdyn._prng` where that is bit-identical."""
-        dtype = state.theta.dtype
-        if not _prng.available(traj_keys, dtype):
-            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(traj_keys, k)
-            return jax.vmap(self.step, in_axes=(0, 0, 0, None, None))(keys, state, aux, k,
-                                                                        params)
-        z = _prng.trajectory_normals(traj_keys, k, self.n_sub * self.n_normals)
-        z = z.reshape(state.theta.shape[0], self.n_sub, self.n_normals)
-        return jax.vmap(self.advance, in_axes=(0, 0, None))(state, z, params), aux
-
-    # --- one trajectory -----------------------------------------------------------------
-    def step(self, key: jax.Array, state: State, aux: Any, k: jax.Array,
-             params: dict[str, Any]) -> tuple[State, Any]:
-        z = jax.random.normal(key, (self.n_sub * self.n_normals,), state.theta.dtype)
-        return self.advance(state, z.reshape(self.n_sub, self.n_normals), params), aux
-
-    def advance(self, state: State, z: jax.Array, params: dict[str, Any]) -> State:
-        """One runner step (``n_sub`` integrator steps) driven by normals z (n_sub, r)."""
-        theta_before = state.theta
-        if self.n_sub == 1:
-            state = self.substep(state, z[0], params)
-        else:
-            state = lax.fori_loop(0, self.n_sub,
-                                  lambda i, s: self.substep(s, z[i], params), state)
-        if self.model == "sme":
-            state = State(state.theta, (state.theta - theta_before) / params["lr"])
-        return state
-
-    def substep(self, state: State, z: jax.Array, p: dict[str, Any]) -> State:
-        """One integrator step of size dt driven by the standard normals ``z``."""
-        theta, v = state
-        if self.solver == "exact":
-            if self.model == "sme":
-                e = theta - p["mu"]
-                return State(p["mu"] + p["transition"] @ e + p["cov_factor"] @ z, v)
-            x = jnp.concatenate([theta - p["mu"], v])
-            x = p["transition"] @ x + p["cov_factor"] @ z
-            d = theta.shape[0]
-            return State(p["mu"] + x[:d], x[d:])
-        kick = lambda th: noise_models.apply(self.noise, p["noise"], p["prob"], th, z)  # noqa: E731
-        force = lambda th: p["curvature"] @ (th - p["mu"])                               # noqa: E731
-        dt = p["dt"]
-        if self.model == "sme":       # Euler–Maruyama of the first-order equation
-            return State(theta - p["force"] * force(theta) * dt
-                         + p["noise_amp"] * jnp.sqrt(dt) * kick(theta), v)
-        if self.solver == "em":
-            v_new = (v - (p["friction"] * v + p["force"] * force(theta)) * dt
-                     + p["noise_amp"] * jnp.sqrt(dt) * kick(theta))
-            return State(theta + v * dt, v_new)
-        # BAOAB: half kick, half drift, exact OU, half drift, half kick.
-        v = v - 0.5 * dt * p["force"] * force(theta)
-        theta = theta + 0.5 * dt * v
-        v = p["ou_decay"] * v + p["ou_noise"] * kick(theta)
-        theta = theta + 0.5 * dt * v
-        v = v - 0.5 * dt * p["force"] * force(theta)
-        return State(theta, v)
-
-
-@dataclasses.dataclass(frozen=True)
-class DiffraxSpec(SDESpec):
-    """The diffrax cross-check: one batched-state ``diffeqsolve`` per runner step."""
-
-    diffrax_solver: Any = None
-
-    def batched_step(self, traj_keys: jax.Array, state: State, aux: Any, k: jax.Array,
-                     params: dict[str, Any]) -> tuple[State, Any]:
-        import diffrax
-        import lineax
-
-        p = params
-        n_traj = state.theta.shape[0]
-        r = self.noise.n_normals
-        dtype = state.theta.dtype
-        solver = self.diffrax_solver
-        path = diffrax.UnsafeBrownianPath(shape=(n_traj, r),
-                                          key=jax.random.fold_in(traj_keys[0], k))
-        kick = jax.vmap(lambda th, w: noise_models.apply(self.noise, p["noise"], p["prob"],
-                                                         th, w))
-
-        def force(theta):
-            return (theta - p["mu"][None, :]) @ p["curvature"]     # symmetric H + λI
-
-        if self.model == "sme":
-            def drift(t, y, args):
-                return -p["force"] * force(y)
-
-            def diffusion(t, y, args):
-                return lineax.FunctionLinearOperator(
-                    lambda w: p["noise_amp"] * kick(y, w), jax.ShapeDtypeStruct((n_traj, r), dtype))
-            y0 = state.theta
-        else:
-            def drift(t, y, args):
-                theta, v = y
-                return v, -(p["friction"] * v + p["force"] * force(theta))
-
-            def diffusion(t, y, args):
-                theta, _ = y
-                return lineax.FunctionLinearOperator(
-                    lambda w: (jnp.zeros_like(theta), p["noise_amp"] * kick(theta, w)),
-                    jax.ShapeDtypeStruct((n_traj, r), dtype))
-            y0 = (state.theta, state.velocity)
-        terms = diffrax.MultiTerm(diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion, path))
-        t1 = self.n_sub * p["dt"]
-        sol = diffrax.diffeqsolve(terms, solver, t0=jnp.zeros((), dtype), t1=t1, dt0=p["dt"],
-                                  y0=y0, saveat=diffrax.SaveAt(t1=True),
-                                  max_steps=self.n_sub + 1,
-                                  stepsize_controller=diffrax.ConstantStepSize(),
-                                  adjoint=diffrax.ForwardMode())
-        y1 = jax.tree_util.tree_map(lambda a: a[0], sol.ys)
-        if self.model == "sme":
-            return State(y1, (y1 - state.theta) / p["lr"]), aux
-        return State(*y1), aux
 
 
 # --- host-side setup -------------------------------------------------------------------
@@ -253,14 +100,27 @@ def _top_curvature(curv: np.ndarray) -> float:
     return float(np.linalg.eigvalsh(curv)[-1])
 
 
+def top_curvature(prob: Problem, hp: Hyper, theta: np.ndarray, dtype) -> float:
+    """h_max + λ: from the closed form of a quadratic, else by power iteration of
+    Hessian–vector products at ``theta`` (the mean start point; 50 iterations)."""
+    drift = prob.linear_drift(hp.weight_decay)
+    if drift is not None:
+        return _top_curvature(drift[0])
+    from .hessian import power_iteration
+
+    out = power_iteration(lambda th: prob.loss(th), jnp.asarray(theta, dtype),
+                          key=0, n_iter=50)
+    return abs(float(out.values[0])) + hp.weight_decay
+
+
 def _step_layout(model: str, solver: str, hp: Hyper, dt: Any,
-                 curv: np.ndarray) -> tuple[float, int, int]:
+                 h_top_fn) -> tuple[float, int, int]:
     """(dt, n_sub, stride) from the requested dt (default by the h·ω_max rule)."""
     eta, beta = hp.lr, hp.momentum
     if dt is None:
         if solver == "exact":
             return eta, 1, 1
-        h_top = _top_curvature(curv)
+        h_top = h_top_fn()
         rate = (math.sqrt(2 * h_top / (eta * (1 + beta))) if model == "langevin"
                 else h_top / (1 - beta))
         n_sub = max(1, math.ceil(eta * rate / DEFAULT_STEP_RESOLUTION - 1e-9))
@@ -295,14 +155,18 @@ def generator(prob, hp: Hyper, model: str, noise: Any, *, sampling: str,
 
 
 def sde_params(prob, hp: Hyper, model: str, solver: str, noise: Any, *, sampling: str,
-               sigma2: float | None, dt: float, dtype) -> tuple[noise_models.NoiseSpec, dict]:
+               sigma2: float | None, dt: float, dtype, d: int | None = None,
+               theta_ref: np.ndarray | None = None) -> tuple[noise_models.NoiseSpec, dict]:
     """Resolve the noise and precompute the integrator's constants (float64 on the host)."""
     eta, beta, lam = hp.lr, hp.momentum, hp.weight_decay
     spec_noise, noise_params = noise_models.resolve(prob, hp, noise, sampling=sampling,
-                                                    sigma2=sigma2, dtype=dtype)
-    d = prob.dim
-    curv = hessian64(prob) + lam * np.eye(d)
-    mu = np.asarray(prob.minimiser(lam), np.float64)
+                                                    sigma2=sigma2, dtype=dtype,
+                                                    theta_ref=theta_ref, dim=d)
+    drift = prob.linear_drift(lam)
+    if drift is None:
+        curv, mu = np.zeros((0, 0)), np.zeros(0)
+    else:
+        curv, mu = drift
     if model == "langevin":
         a = 2.0 / (eta * (1 + beta))
         friction, amp = a * (1 - beta), a * math.sqrt(eta)
@@ -310,7 +174,7 @@ def sde_params(prob, hp: Hyper, model: str, solver: str, noise: Any, *, sampling
         a = 1.0 / (1 - beta)
         friction, amp = 0.0, math.sqrt(eta) / (1 - beta)
     p: dict[str, Any] = {"lr": eta, "dt": dt, "mu": mu, "curvature": curv, "force": a,
-                         "friction": friction, "noise_amp": amp}
+                         "friction": friction, "noise_amp": amp, "weight_decay": lam}
     if solver == "baoab":
         decay = math.exp(-friction * dt)
         p["ou_decay"] = decay
@@ -327,7 +191,11 @@ def sde_params(prob, hp: Hyper, model: str, solver: str, noise: Any, *, sampling
 
 def _check_solver_noise(model: str, solver: str, noise: Any, prob) -> None:
     state_dependent = callable(noise) or (isinstance(noise, str) and noise == "exact"
-                                          and isinstance(prob, LinearRegression))
+                                          and prob.n_examples is not None)
+    if solver == "exact" and prob.linear_drift(0.0) is None:
+        raise UnsupportedError(f"solver 'exact' needs a quadratic problem (closed-form H and "
+                               f"minimiser); {type(prob).__name__} is not one: use 'baoab' "
+                               "or 'em'")
     if solver == "exact" and state_dependent:
         raise ValueError("solver 'exact' needs a constant noise model ('paper', 'frozen', "
                          "'isotropic' or a (d, d) array); state-dependent noise ('exact', a "
@@ -337,7 +205,7 @@ def _check_solver_noise(model: str, solver: str, noise: Any, prob) -> None:
                          "model 'sme' use 'em', 'exact' or 'diffrax'")
 
 
-def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj: int,
+def simulate_sde(prob: Problem, hp: Hyper, key: Any, n_traj: int,
                  n_steps: int, noise: Any = "exact", solver: str = "baoab",
                  dt: float | None = None, theta0: Any = None, v0: Any = None,
                  burn_in: int | None = None, *, model: str = "langevin", sampling: str = "iid",
@@ -347,11 +215,17 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
                  keep_trajectories: bool = False, n_chunks: int | None = None,
                  progress: bool | None = None,
                  checkpoint: str | os.PathLike | None = None, prng: str | None = None,
-                 devices: int | None = None) -> Result:
+                 devices: int | None = None, basis: Any = None, traces: dict | None = None,
+                 trace_steps: Any = None, observers: Any = None, keep_final: bool = False,
+                 max_loss: float | None = None, streams: Any = None) -> Result:
     """Simulate ``n_traj`` trajectories of the continuous-time model of SGD with momentum.
 
     The result has the same form as :func:`limitdyn.simulate_sgd`'s: statistics of (θ, v)
-    at recorded SGD steps k (time t = η k), window averages after ``burn_in``.
+    at recorded SGD steps k (time t = η k), window averages after ``burn_in``. Any problem:
+    the drift is its gradient; ``exact`` noise is κΣ(θ) of a finite sum, sampled by one
+    vector–Jacobian product per integrator step (a network needs no quadratic
+    approximation); ``isotropic`` works for every finite sum too. ``paper`` and
+    ``frozen`` need a minimiser (and ``paper`` a Hessian), solver ``exact`` a quadratic.
 
     Args:
         prob, hp, key, n_traj, theta0, v0, burn_in: as in :func:`limitdyn.simulate_sgd`;
@@ -362,7 +236,8 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         solver: ``"baoab"`` (default), ``"em"``, ``"exact"`` or ``"diffrax"``.
         dt: integrator step in continuous time; must be η·m or η/m for an integer m.
             Default: η for ``exact``; otherwise η/m with m the smallest integer giving
-            h·ω_max <= 0.1 (h·(h_max + λ)/(1 − β) <= 0.1 for ``sme``).
+            h·ω_max <= 0.1 (h·(h_max + λ)/(1 − β) <= 0.1 for ``sme``), h_max the top Hessian
+            eigenvalue (closed form, or power iteration at the mean start point).
         model: ``"langevin"`` (underdamped, default) or ``"sme"`` (first order).
         sampling: ``"iid"`` or ``"replacement"`` — the κ of the ``frozen``/``exact`` noise.
         sigma2: σ² of the ``paper``/``isotropic`` noise (defaults in :mod:`limitdyn.noise`).
@@ -372,35 +247,51 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
             noise. Solvers that vmap the diffusion over time (the SRK family: ShARK, SRA1)
             cannot take the batched linear-operator diffusion and are not supported.
         record, n_record, window_every, n_groups, keep_trajectories, n_chunks, progress,
-        checkpoint, prng, devices: as in :func:`limitdyn.simulate_sgd`; ``record``, ``burn_in`` and
-            ``window_every`` count SGD steps and are rounded to whole runner steps.
+        checkpoint, prng, devices, basis, traces, trace_steps, observers, keep_final,
+        max_loss, streams: as in :func:`limitdyn.simulate_sgd`; ``record``, ``burn_in``,
+            ``window_every`` and ``trace_steps`` count SGD steps and are rounded to whole
+            runner steps.
 
     Returns:
         A :class:`Result`; ``config['kind'] == 'sde'``. Its ``stationary_lag_cov`` pairs
         states one runner step (``config['lag_steps']`` SGD steps) apart.
     """
-    n_traj, n_steps, burn_in, n_record, n_groups = validate_run_args(
-        prob, n_traj, n_steps, burn_in, n_record, n_groups, progress)
+    n_traj, n_steps, burn_in, n_record, n_groups = runner.validate_run_args(
+        prob, n_traj, n_steps, burn_in, n_record, n_groups, progress, "simulate_sde")
     if not isinstance(hp, Hyper):
         raise TypeError(f"hp must be a limitdyn.Hyper, got {type(hp).__name__}")
     model = _checks.choice("model", model, MODELS)
     solver = _checks.choice("solver", solver, SOLVERS)
     if prob.n_examples is None:
         if sampling != "iid":
-            raise ValueError(f"sampling must be 'iid' for a Quadratic problem, got {sampling!r}")
+            raise ValueError(f"sampling must be 'iid' for a {type(prob).__name__} problem (no "
+                             f"examples to sample), got {sampling!r}")
     else:
         sampling = _checks.choice("sampling", sampling, ("iid", "replacement"))
     _check_solver_noise(model, solver, noise, prob)
     if diffrax_solver is not None and solver != "diffrax":
         raise ValueError("diffrax_solver applies to solver='diffrax' only")
+    d = runner.problem_dim(prob, theta0)
     dtype = np.dtype(jnp.result_type(float))
+    runner.check_functions(prob, d, dtype)
+    opts = runner.check_options(n_traj, n_steps, d, basis=basis, traces=traces,
+                                trace_steps=trace_steps, observers_=observers,
+                                keep_final=keep_final, max_loss=max_loss, streams=streams)
     lam = hp.weight_decay
-    curv = hessian64(prob) + lam * np.eye(prob.dim)
-    dt, n_sub, stride = _step_layout(model, solver, hp, dt, curv)
+    start = runner.default_start(prob, lam, theta0) if has_capability(prob, "minimiser") \
+        else None
+    if start is None and theta0 is None:
+        runner.default_start(prob, lam, theta0)      # the one-line error
+    theta_start_np = runner._start_points("theta0", theta0, start, n_traj, d)
+    theta_ref = np.asarray(theta_start_np, np.float64).mean(0)
+    dt, n_sub, stride = _step_layout(model, solver, hp, dt,
+                                     lambda: top_curvature(prob, hp, theta_ref, dtype))
     if n_steps % stride:
         raise ValueError(f"n_steps={n_steps} must be a multiple of dt/η={stride}")
     noise_spec, params = sde_params(prob, hp, model, solver, noise, sampling=sampling,
-                                    sigma2=sigma2, dt=dt, dtype=dtype)
+                                    sigma2=sigma2, dt=dt, dtype=dtype, d=d,
+                                    theta_ref=theta_ref)
+    linear = prob.linear_drift(lam) is not None
     if solver == "diffrax":
         import diffrax
         if diffrax_solver is None:
@@ -411,34 +302,42 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
         if not isinstance(diffrax_solver, diffrax.AbstractSolver):
             raise TypeError(f"diffrax_solver must be a diffrax solver instance, got "
                             f"{type(diffrax_solver).__name__}")
-        spec = DiffraxSpec(model, solver, noise_spec, n_sub, stride, diffrax_solver)
+        dynamics = DiffraxLangevin(model, solver, noise_spec, n_sub, stride, linear,
+                                   diffrax_solver)
     else:
-        spec = SDESpec(model, solver, noise_spec, n_sub, stride)
+        fsal = solver == "baoab" and not linear
+        dynamics = Langevin(model, solver, noise_spec, n_sub, stride, linear, fsal,
+                            d if fsal else 0)
     checkpoint = ckpt.resolve(checkpoint)
     if progress is None:   # a bar for runs of more than a few seconds
         progress = n_traj * n_steps * n_sub * noise_spec.n_normals > 5 * 10**7
-    n_chunks = default_chunks(progress, checkpoint) if n_chunks is None else _checks.integer(
-        "n_chunks", n_chunks, low=1)
+    n_chunks = runner.default_chunks(progress, checkpoint) if n_chunks is None else \
+        _checks.integer("n_chunks", n_chunks, low=1)
     n_ticks = n_steps // stride
     if not isinstance(record, str):
         rec = _checks.real_array("record", record, ndim=1)
         if np.any(rec % stride):
             raise ValueError(f"recorded steps must be multiples of dt/η={stride}")
         record = rec // stride
+    if opts.trace_steps is not None and np.any(opts.trace_steps % stride):
+        raise ValueError(f"trace_steps must be multiples of dt/η={stride}")
     window_every = None if window_every is None else max(1, _checks.integer(
         "window_every", window_every, low=1) // stride)
-    schedule = make_schedule(n_ticks, burn_in // stride, record, n_record, window_every,
-                             min(n_chunks, n_ticks))
-    mu = np.asarray(prob.minimiser(lam), np.float64)
-    theta_start = jnp.asarray(_start_points("theta0", theta0, mu, n_traj), dtype)
-    v_start = jnp.asarray(_start_points("v0", v0, np.zeros_like(mu), n_traj), dtype)
+    rec = runner.record_steps(n_ticks, record, n_record)
+    window, window_every = runner.observers_window(n_ticks, burn_in // stride, window_every)
+    obs = runner.build_observers(opts, rec, window, n_ticks, d, n_groups,
+                                 bool(keep_trajectories), scale=stride)
+    runner.check_memory(n_traj, d, rec, opts, obs, bool(keep_trajectories), dtype)
+    plan = runner.make_plan(n_ticks, obs, min(n_chunks, n_ticks), opts.max_loss, rec)
+    theta_start = jnp.asarray(theta_start_np, dtype)
+    v_start = jnp.asarray(runner._start_points("v0", v0, None, n_traj, d), dtype)
     key = _prng.with_impl(_as_key(key), prng)
-    mesh = trajectory_mesh(n_traj, devices, str(jax.random.key_impl(key)))
-    stats, timings = run_ensemble(spec, params, key, theta_start, v_start, schedule,
-                                  n_groups=n_groups, keep_trajectories=bool(keep_trajectories),
-                                  progress=progress, description=f"simulate_sde[{solver}]",
-                                  checkpoint=checkpoint, mesh=mesh)
-    if int(stats["n_alive"][-1]) == 0:
+    mesh = runner.trajectory_mesh(n_traj, devices, str(jax.random.key_impl(key)))
+    out = runner.run_ensemble(dynamics, params, key, theta_start, v_start, plan, obs,
+                              streams=opts.streams, max_loss=opts.max_loss, progress=progress,
+                              description=f"simulate_sde[{solver}]", checkpoint=checkpoint,
+                              mesh=mesh)
+    if int(out.alive.sum()) == 0:
         raise stability.DivergenceError(
             f"simulate_sde: all {n_traj} trajectories diverged within {n_steps} steps "
             f"(solver {solver!r}, dt={dt:g}); the continuous model is stable for any lr, so "
@@ -446,16 +345,18 @@ def simulate_sde(prob: LinearRegression | Quadratic, hp: Hyper, key: Any, n_traj
     config = {
         "kind": "sde", "model": model, "solver": solver, "noise": noise_spec.name,
         "sigma2": sigma2, "dt": dt, "substeps_per_step": n_sub, "problem": repr(prob),
-        "dim": prob.dim, "n_examples": prob.n_examples, "hyper": hp.to_dict(),
+        "dim": d, "n_examples": prob.n_examples, "hyper": hp.to_dict(),
         "sampling": sampling, "n_traj": n_traj, "n_steps": n_steps,
-        "burn_in": int(schedule.burn_in * stride), "dtype": str(dtype),
-        "window_every": schedule.window_every * stride,
-        "n_window_samples": len(schedule.window_steps), "n_groups": n_groups,
+        "burn_in": int((burn_in // stride) * stride), "dtype": str(dtype),
+        "window_every": window_every * stride,
+        "n_window_samples": len(window), "n_groups": n_groups,
         "record": "explicit" if not isinstance(record, str) else record,
         "theta0": "minimiser" if theta0 is None else "given",
-        "v0": "zero" if v0 is None else "given",
+        "v0": "zero" if v0 is None else "given", "max_loss": opts.max_loss,
     }
     if solver == "diffrax":
         config["diffrax_solver"] = type(diffrax_solver).__name__
-    return build_result(schedule, stats, config, _meta.environment(key) | timings,
-                        stride=stride)
+    result = runner.finish_result(rec, out, opts, config, _meta.environment(key) | out.timings,
+                                  stride=stride)
+    _accounting.report(result)
+    return result

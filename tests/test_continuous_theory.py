@@ -30,7 +30,7 @@ def _quadratic(h, s2, seed=1, centre=True):
 
 def _data(prob, hp, sampling="iid"):
     """H, μ, κ, Σ(μ), X, y in float64, computed here from scratch."""
-    X, y = (np.asarray(a, np.float64) for a in (prob.X, prob.y))
+    X, y = prob.numpy()    # the float64 data the theory is computed from
     N, d = X.shape
     S = hp.batch_size
     kappa = (N - S) / (S * (N - 1)) if sampling == "iid" else 1 / S

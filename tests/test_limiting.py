@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from limitdyn import limiting as lim
+from limitdyn import runner
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def test_kernel_matches_optax_step_for_step(small):
     eta, beta, lam, S, T = 0.05, 0.9, 1e-3, 10, 12
     run = lim.continue_sgd(net, theta0, key=3, n_traj=2, n_steps=T, lr=eta, momentum=beta,
                            weight_decay=lam, batch_size=S, sampling="iid", eval_every=6)
-    # replay trajectory 1's minibatches (same keys as the kernel) through optax
+    # replay trajectory 1's minibatches (same keys as the runner) through optax
     from limitdyn import samplers
 
     sampler = samplers.build("iid", net.n, S)
@@ -32,7 +33,7 @@ def test_kernel_matches_optax_step_for_step(small):
     opt = optax.chain(optax.add_decayed_weights(lam), optax.sgd(eta, momentum=beta))
     th = jnp.asarray(theta0)
     state = opt.init(th)
-    ss = sampler.init(jax.random.fold_in(tkey, 0x7FFFFFFF))
+    ss = sampler.init(tkey)
     prev = th
     for t in range(T):
         idx, ss = sampler.next(jax.random.fold_in(tkey, t), ss, jnp.asarray(t))
@@ -53,10 +54,10 @@ def test_sweep_reuses_compiled_kernel(small):
     kw = dict(key=0, n_traj=2, n_steps=12, batch_size=10, weight_decay=0.0, eval_every=6,
               sampling="iid")
     lim.continue_sgd(net, theta0, lr=0.01, momentum=0.5, **kw)
-    n = lim._TRACES["continue"]
+    n = len(runner._COMPILED)
     lim.continue_sgd(net, theta0, lr=0.02, momentum=0.9, **kw)
     lim.continue_sgd(net, theta0, lr=0.03, momentum=0.0, **dict(kw, weight_decay=1e-3))
-    assert lim._TRACES["continue"] == n
+    assert len(runner._COMPILED) == n
 
 
 def test_per_example_covariance_matches_brute_force(small):
@@ -94,7 +95,7 @@ def test_checkpoint_roundtrip_and_errors(tmp_path, small):
 
 def test_bad_input_before_compilation(small):
     net, theta0 = small
-    n = lim._TRACES["continue"]
+    n = len(runner._COMPILED)
     base = dict(key=0, n_traj=2, n_steps=4, lr=0.1, momentum=0.5, weight_decay=0.0,
                 batch_size=10)
     for over, exc in [({"lr": -1.0}, ValueError), ({"momentum": 1.0}, ValueError),
@@ -106,18 +107,28 @@ def test_bad_input_before_compilation(small):
         lim.continue_sgd(net, theta0[:-1], **base)
     with pytest.raises(TypeError):
         lim.continue_sgd("net", theta0, **base)
-    assert lim._TRACES["continue"] == n
+    assert len(runner._COMPILED) == n
 
 
 def test_divergent_trajectories_are_counted_not_averaged(small):
     net, theta0 = small
-    run = lim.continue_sgd(net, theta0, key=0, n_traj=2, n_steps=12, lr=500.0, momentum=0.9,
-                           weight_decay=0.0, batch_size=10, eval_every=6, sampling="iid")
-    assert run.n_diverged == 2
-    assert np.all(run.diverged_at > 0)
-    assert np.all(np.isfinite(run.theta))            # frozen at the last finite parameters
-    k = run.diverged_at[0]
-    assert np.all(np.isnan(run.global_disp[0, k - 1:]))
+    # At lr = 1e5 some trajectories' training loss leaves diverge_loss = 1e3 by the
+    # evaluation at step 6; others lose every ReLU unit on the way and fall back to log 10
+    # with huge but finite weights (no divergence by the rule). The rule, exactly: flagged
+    # at step 6 iff the loss there exceeds the bound, and counted.
+    run = lim.continue_sgd(net, theta0, key=0, n_traj=8, n_steps=12, lr=1e5, momentum=0.9,
+                           weight_decay=0.0, batch_size=10, eval_every=6, sampling="iid",
+                           diverge_loss=1e3)
+    over = run.train_loss[:, 1] > 1e3
+    assert over.any()
+    np.testing.assert_array_equal(run.diverged, over)
+    np.testing.assert_array_equal(run.diverged_at, np.where(over, 6, -1))
+    assert run.n_diverged == int(over.sum())
+    assert np.all(np.isfinite(run.theta))            # frozen at the last checked parameters
+    i = int(np.argmax(over))
+    assert np.isfinite(run.global_disp[i, 5])        # the step that diverged shows its value
+    assert np.all(np.isnan(run.global_disp[i, 6:]))  # nothing after it
+    assert np.all(np.isnan(run.train_loss[i, 2:]))
 
 
 def _meas(h, sig_top, tr_sigma, tr_h, n=1000, d=50):

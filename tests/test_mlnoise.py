@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
+from limitdyn import FiniteSum
 from limitdyn import mlnoise as ml
+from limitdyn.dynamics.mlnoise import MLNoiseSDE, signs
 from limitdyn.theory import mlnoise as th
 
 Z = 4.0   # tolerance in standard errors
@@ -113,21 +115,25 @@ def test_gain_regression_noise_covariances(x64):
     g = r[:, None] * J                                 # per-example gradients
     sigma = g.T @ g / N - np.outer(g.mean(0), g.mean(0))
     L = reg.loss(theta)
-    spec = ml._Spec("sde", "sgd", "em", 10, 4, 4, N, 0, 1)
+    dyn = MLNoiseSDE("sgd", "em", "gaussian", N)
     # the sampled increment is linear in z: its covariance is F Fᵀ with F the Jacobian in z
-    F = jax.jacfwd(lambda z: ml._noise_increment(spec, reg, theta, r, vjp, L, z))(jnp.zeros(N))
+    F = jax.jacfwd(lambda z: dyn.increment(reg, theta, L, r, vjp, z))(jnp.zeros(N))
     np.testing.assert_allclose(F @ F.T, sigma / 2, rtol=1e-9, atol=1e-12)
-    spec = spec._replace(noise="ml-curvature")
-    F = jax.jacfwd(lambda z: ml._noise_increment(spec, reg, theta, r, vjp, L, z))(jnp.zeros(N))
+    # the closed form and the generic FiniteSum route (one VJP of the per-example losses)
+    for sample in (reg.noise_sample, lambda th, z: FiniteSum.noise_sample(reg, th, z)):
+        F = jax.jacfwd(lambda z, f=sample: f(theta, z))(jnp.zeros(N))
+        np.testing.assert_allclose(F @ F.T, sigma, rtol=1e-9, atol=1e-12)
+    dyn = MLNoiseSDE("ml-curvature", "em", "gaussian", N)
+    F = jax.jacfwd(lambda z: dyn.increment(reg, theta, L, r, vjp, z))(jnp.zeros(N))
     np.testing.assert_allclose(F @ F.T, L * c * J.T @ J, rtol=1e-9, atol=1e-12)
 
 
 def test_signs_are_balanced_and_independent_of_batch_size():
     keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(3), jnp.arange(64))
-    s = np.asarray(ml._signs(keys, jnp.uint32(5), 100))
+    s = np.asarray(signs(keys, jnp.uint32(5), 100))
     assert set(np.unique(s)) == {-1.0, 1.0}
     assert abs(s.mean()) < 4 / np.sqrt(s.size)
-    np.testing.assert_array_equal(np.asarray(ml._signs(keys[:7], jnp.uint32(5), 100)), s[:7])
+    np.testing.assert_array_equal(np.asarray(signs(keys[:7], jnp.uint32(5), 100)), s[:7])
 
 
 # --- simulation ------------------------------------------------------------------------------

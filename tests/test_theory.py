@@ -14,7 +14,7 @@ def _problem(n=40, d=3, seed=0, spectrum=(0.3, 1.0)):
 
 def _brute_force_stationary(prob, hp, sampling):
     """Vectorise C = M̄CM̄ᵀ + κW[Σ(μ) + 𝒢(C_θθ)]Wᵀ and solve one dense linear system."""
-    X, y = (np.asarray(a, np.float64) for a in (prob.X, prob.y))
+    X, y = prob.numpy()    # the float64 data the theory is computed from
     N, d = X.shape
     S = hp.batch_size
     kappa = (N - S) / (S * (N - 1)) if sampling == "iid" else 1 / S
@@ -111,7 +111,7 @@ def test_additive_noise_matches_closed_form_per_mode(momentum, x64):
 def test_moments_match_brute_force_recursion():
     prob = _problem(n=30, d=2)
     hp = ld.Hyper(lr=0.4, momentum=0.7, weight_decay=0.01, batch_size=6)
-    X, y = (np.asarray(a, np.float64) for a in (prob.X, prob.y))
+    X, y = prob.numpy()    # the float64 data the theory is computed from
     theta0, v0 = np.array([1.0, -2.0]), np.array([0.3, 0.1])
     pred = ld.theory.discrete_moments(prob, hp, [0, 1, 2, 7, 25], theta0, v0, sampling="replacement")
     # Brute force: propagate E[x] and E[xxᵀ] of (θ, v) with the noise averaged exactly,

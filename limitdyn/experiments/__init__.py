@@ -16,7 +16,7 @@ from typing import Any
 
 import jax
 
-from .. import _meta, _prng
+from .. import _accounting, _meta, _prng
 from ..io import RunDirectory, markdown_table
 
 
@@ -33,8 +33,14 @@ REGISTRY: dict[str, Experiment] = {}
 
 
 def register(name: str, description: str, config_cls: type, quick: dict[str, Any]):
+    """Register ``fn(config, ctx)``; every simulation it runs is accounted in ``ctx``
+    (compile and run time, diverged counts) without the experiment passing it along."""
     def wrap(fn):
-        REGISTRY[name] = Experiment(name, description, config_cls, quick, fn)
+        def run(cfg, ctx):
+            with _accounting.collect(ctx.account):
+                return fn(cfg, ctx)
+        run.__wrapped__ = fn
+        REGISTRY[name] = Experiment(name, description, config_cls, quick, run)
         return fn
     return wrap
 
@@ -51,28 +57,57 @@ class Context:
         self.metrics: dict[str, Any] = {}
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.timings: dict[str, float] = {"compile_seconds": 0.0, "run_seconds": 0.0}
-        self.divergence: list[dict[str, Any]] = []
+        self._runs: list[dict[str, Any]] = []
+        self._ids: list[int] = []
         self.started = time.perf_counter()
 
     def subkey(self, i: int) -> jax.Array:
         return jax.random.fold_in(self.key, i)
 
-    def timed(self, result, label: str | None = None):
-        """Account for a Result: add its compile and run time to the run's totals and its
-        diverged-trajectory counts per recorded step to ``summary.json`` (``divergence``)
-        and the report. Returns the result."""
-        for k in ("compile_seconds", "run_seconds"):
-            self.timings[k] += float(result.metadata.get(k, 0.0))
+    def account(self, result) -> None:
+        """Add a finished simulation (every ``simulate_*`` inside the experiment reports
+        here): its compile and run time to the run's totals, its diverged-trajectory
+        counts per recorded step to ``summary.json`` (``divergence``) and the report."""
+        meta = getattr(result, "metadata", None) or {}
+        compile_s = float(meta.get("compile_seconds", getattr(result, "compile_seconds", 0.0)))
+        run_s = float(meta.get("run_seconds", getattr(result, "run_seconds", 0.0)))
+        self.timings["compile_seconds"] += compile_s
+        self.timings["run_seconds"] += run_s
         cfg = result.config
-        n_diverged = [int(n) for n in result.n_diverged]
-        first = next((int(s) for s, n in zip(result.steps, n_diverged, strict=True) if n), None)
-        self.divergence.append({
-            "simulation": len(self.divergence),
-            "label": label or f"{cfg.get('kind', '?')} {cfg.get('solver', '')}".strip(),
-            "n_traj": int(result.n_traj), "steps": [int(s) for s in result.steps],
-            "n_diverged": n_diverged, "n_diverged_final": n_diverged[-1],
+        if hasattr(result, "n_alive"):
+            n_traj = int(result.n_traj)
+            steps = [int(s) for s in result.steps]
+            n_diverged = [int(n) for n in result.n_diverged]
+            if result.alive is not None:     # found at a later event than the last record
+                n_diverged[-1] = max(n_diverged[-1], int(n_traj - result.alive.sum()))
+        else:                                # per-path results: the final count
+            n_traj = int(result.n_paths)
+            steps = [int(cfg.get("n_steps", 0))]
+            n_diverged = [int(result.n_diverged)]
+        first = next((s for s, n in zip(steps, n_diverged, strict=True) if n), None)
+        kind = cfg.get("kind", "?")
+        label = f"{kind} {cfg.get('solver') or cfg.get('sampling') or ''}".strip()
+        self._runs.append({
+            "simulation": len(self._runs), "label": label, "n_traj": n_traj,
+            "steps": steps, "n_diverged": n_diverged, "n_diverged_final": n_diverged[-1],
             "first_recorded_step_with_divergence": first,
-        })
+            "compile_seconds": compile_s, "run_seconds": run_s})
+        self._ids.append(id(result))
+
+    @property
+    def divergence(self) -> list[dict[str, Any]]:
+        """One record per simulation: label, sizes, diverged counts per recorded step."""
+        return self._runs
+
+    def timed(self, result, label: str | None = None):
+        """Label an accounted simulation (accounting it first if it was not); returns it."""
+        if id(result) in self._ids:
+            rec = self._runs[self._ids.index(id(result))]
+        else:
+            self.account(result)
+            rec = self._runs[-1]
+        if label:
+            rec["label"] = label
         return result
 
     def section(self, title: str, text: str) -> None:

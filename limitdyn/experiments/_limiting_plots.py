@@ -181,3 +181,33 @@ def fig_training(cfg, hist, point):
     axes[1].legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
+
+
+def fig_langevin(cfg, lg):
+    """Top-k variances of Vᵀθ and Vᵀv: SGD, Langevin SDE (±2 SE), quadratic-model theory."""
+    plt = _plt()
+    k = lg["k"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    modes = np.arange(1, k + 1)
+    for ax, half, label in ((axes[0], slice(0, k), r"Var$(e_i^\top\theta)$"),
+                            (axes[1], slice(k, 2 * k), r"Var$(e_i^\top v)$")):
+        for j, (name, res, col) in enumerate((("SGD", lg["sgd"], "C0"),
+                                              ("Langevin SDE, exact noise", lg["sde"], "C3"))):
+            var = np.diagonal(res.stationary_cov)[half]
+            se = np.diagonal(res.stderr.stationary_cov)[half]
+            ax.errorbar(modes + (j - 0.5) * 0.15, var, yerr=2 * se, fmt="o", color=col,
+                        capsize=3, ms=5, label=f"{name} ± 2 SE")
+        ax.plot(modes, np.diagonal(lg["discrete"])[half], "_", color="k", ms=18, mew=2,
+                label="quadratic model, exact discrete theory")
+        ax.plot(modes, np.diagonal(lg["continuous"])[half], "_", color="C2", ms=18, mew=2,
+                label="quadratic model, continuous theory")
+        ax.set_yscale("log")
+        ax.set_xticks(modes)
+        ax.set_xlabel("Hessian eigenvector i (by eigenvalue, largest first)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("position", fontsize=10)
+    axes[1].set_title("velocity", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -212,7 +212,6 @@ def run_phase_diagram(cfg: PhaseDiagramConfig, ctx: Context):
                              lanczos_iter=cfg.lanczos_iter, lanczos_iter0=cfg.lanczos_iter0,
                              diverge_loss=cfg.diverge_loss)
         wall = time.perf_counter() - t0
-        ctx.timings["run_seconds"] += wall
         th = lnn.thresholds(res)
         entry = dict(width=w, depth=d, th=th, res=res, wall=wall)
         table.append(entry)

@@ -124,7 +124,6 @@ def segments(steps: np.ndarray, labels: np.ndarray) -> list[tuple[float, float, 
           "sharpening, edge of stability (2/η, (2+2β)/η with momentum), auto-classified",
           SharpnessConfig, QUICK)
 def run_sharpness(cfg: SharpnessConfig, ctx: Context):
-    import time
 
     from .. import nn as lnn
     from ._sharpness_plots import regime_figure
@@ -137,12 +136,10 @@ def run_sharpness(cfg: SharpnessConfig, ctx: Context):
         if not cs:
             continue
         ctx.say(f"{tag}: {len(cs)} c values × {cfg.n_seeds} seeds × {cfg.n_steps} steps …")
-        t0 = time.perf_counter()
         res = lnn.train_grid(model, data, cs, key=ctx.subkey(7), n_seeds=cfg.n_seeds,
                              n_steps=cfg.n_steps, batch_size=data.n, momentum=beta,
                              measure_every=cfg.measure_every, measure_size=cfg.measure_size,
                              lanczos_iter=cfg.lanczos_iter, n_barrier=1)
-        ctx.timings["run_seconds"] += time.perf_counter() - t0
         for j, c in enumerate(cs):
             eta = float(res.eta[0, j])
             lam = res.sharpness[0, j]

@@ -5,6 +5,8 @@ optional zero-initialised readout), :class:`CNN` (Myrtle-style), :class:`UV` (th
 Data (:func:`load_dataset`): ``"teacher-student"`` (generated, the default) and
 ``"digits"`` (scikit-learn's bundled 8×8 digits); inputs standardised per example, one-hot
 targets. Losses: :func:`mse` (½ mean over examples × classes), :func:`cross_entropy`.
+Problems: :class:`FlaxProblem` (a network and its data on flat parameters, for every
+dynamics of the library).
 Training: :func:`train_grid` (seeds × c-grid, η = c/λᴴ_0 traced, one compiled kernel) and
 :func:`thresholds` (c_loss, c_sharp, c_barrier, c_max per seed).
 """
@@ -31,7 +33,8 @@ from .models import (
     init_params,
     make_model,
 )
-from .train import GridResult, Thresholds, thresholds, train_grid
+from .problem import FlaxProblem
+from .train import GridResult, Sharpness, Thresholds, thresholds, train_grid
 
 __all__ = [
     "CNN",
@@ -42,7 +45,9 @@ __all__ = [
     "PARAMETRISATIONS",
     "UV",
     "Dataset",
+    "FlaxProblem",
     "GridResult",
+    "Sharpness",
     "Thresholds",
     "count_params",
     "cross_entropy",

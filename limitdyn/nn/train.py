@@ -1,25 +1,29 @@
 """Many networks at once: a grid of learning rates η = c/λᴴ_0 × seeds in one compiled kernel.
 
-:func:`train_grid` trains ``n_seeds × len(cs)`` copies of a flax model with optax SGD
-(``optax.sgd(η, momentum=β)``, the convention of theory.md §1) and records, per network:
+:func:`train_grid` trains ``n_seeds × len(cs)`` copies of a flax model with SGD and
+momentum (theory.md §1; identical to ``optax.sgd(η, momentum=β)``) through the library's
+one runner (:func:`limitdyn.simulate_sgd` on a :class:`~limitdyn.nn.FlaxProblem`): every
+network is a trajectory, its learning rate a per-trajectory hyperparameter, and the
+networks of one seed share their minibatch stream (``streams``: epoch-wise reshuffling,
+the same batches at every c, so the thresholds compare networks that saw the same data).
+It records, per network:
 
-* the **full-training-set loss** L(θ_t) at every step t = 0 … T;
+* the **full-training-set loss** L(θ_t) at every step t = 0 … T (a trace);
 * the **sharpness** λᴴ_t — the largest algebraic Hessian eigenvalue of the loss on a fixed
   **measurement batch** (the first ``measure_size`` training examples) — every
-  ``measure_every`` steps, by Lanczos (:mod:`limitdyn.hessian`) warm-started from the previous
-  measurement's top Ritz vector;
-* the loss along the segment θ_0 → θ_T (for c_barrier);
-* whether and when it diverged (full loss non-finite or above ``diverge_loss``). A diverged
-  network is frozen at its last finite parameters, its later losses recorded as +inf, and it
-  is *counted*, never averaged.
+  ``measure_every`` steps, by Lanczos (:mod:`limitdyn.hessian`) warm-started from the
+  previous measurement's top Ritz vector (the observer :class:`Sharpness`);
+* the loss along the segment θ_0 → θ_T (for c_barrier), from the final states;
+* whether and when it diverged: the runner's rule with ``max_loss = diverge_loss`` (full
+  loss non-finite or above it, checked every step). A diverged network is frozen and
+  *counted*, never averaged; its later losses are +inf.
 
-λᴴ_0 is measured once per seed on the measurement batch (with ``lanczos_iter0`` steps), and
-η = c/λᴴ_0 is computed inside the kernel: c and β are traced arrays, so a whole c-grid (or a
-new grid, or a new momentum) reuses one compilation. The c axis is processed in chunks of
-``c_chunk`` networks per seed (padded; bounded memory: each network holds a Lanczos basis of
-(m + 1) × P numbers). Seeds are vmapped; seed i uses ``fold_in(key, i)`` for its
-initialisation, its minibatch order (epoch-wise reshuffling, shared by every c, so the
-thresholds compare networks that saw the same batches) and its Lanczos start.
+λᴴ_0 is measured once per seed on the measurement batch (``lanczos_iter0`` steps), and
+η = c/λᴴ_0 per network: c and β are traced, so a new grid of the same size (or a new
+momentum) reuses one compilation. The c axis is run in chunks of ``c_chunk`` networks per
+seed (bounded memory: each network holds a Lanczos basis of (m + 1) × P numbers). Seed i
+uses ``fold_in(key, i)`` for its initialisation, minibatch stream and Lanczos starts.
+Every chunk is one runner call, so inside ``limitdyn run`` it is checkpointed and resumes.
 """
 
 from __future__ import annotations
@@ -34,15 +38,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.flatten_util import ravel_pytree
 
-from .. import _checks
+from .. import _checks, observers
 from ..hessian import lanczos_impl
+from ..hyper import Hyper
 from .data import LOSSES, Dataset, loss_function
 from .models import count_params, init_params
-
-_TRACES = {"train": 0, "lambda0": 0}    # trace counters (a grid must not recompile)
+from .problem import FlaxProblem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +57,7 @@ class GridResult:
     steps (entry 0 is λᴴ_0; NaN once the network diverged: frozen, not measured),
     ``diverged`` (…) bool, ``diverged_at`` (…) first divergent step (−1 if none),
     ``barrier_tau`` (B,) and ``barrier_loss`` (…, B) L((1 − τ)θ_0 + τθ_T),
-    ``lanczos_residual`` (…, M + 1) Ritz residual bounds of the sharpness values.
+    ``lanczos_residual`` (…, M + 1) Ritz residuals of the sharpness values.
     """
 
     cs: np.ndarray
@@ -71,119 +74,73 @@ class GridResult:
     info: dict[str, Any]
 
 
-def _batch_indices(order_key, t, n: int, batch_size: int):
-    """Step t's minibatch: slice t mod (N // S) of epoch t // (N // S)'s permutation."""
-    if batch_size == n:
-        return jnp.arange(n)
-    nb = n // batch_size
-    perm = jax.random.permutation(jax.random.fold_in(order_key, t // nb), n)
-    return jax.lax.dynamic_slice(perm, ((t % nb) * batch_size,), (batch_size,))
+@dataclasses.dataclass(frozen=True)
+class Sharpness:
+    """Observer: top Hessian eigenvalue of the loss on the first ``measure_size`` examples,
+    per trajectory, at ``steps``, by ``n_iter`` Lanczos steps warm-started from the previous
+    measurement's Ritz vector (the first from ``arrays()['q0']``). Output ``value`` and
+    ``residual`` (K, len(steps))."""
+
+    n_iter: int
+    n_measure: int
+    measure_size: int
+    steps: np.ndarray = dataclasses.field(default=None, compare=False, repr=False)
+    q0: Any = dataclasses.field(default=None, compare=False, repr=False)
+    keys: Any = dataclasses.field(default=None, compare=False, repr=False)
+    name = "sharpness"
+    needs_loss = False
+
+    def event_steps(self) -> np.ndarray:
+        return self.steps
+
+    def tables(self, event_steps: np.ndarray) -> dict[str, np.ndarray]:
+        slot = observers.slots_at(self.steps, event_steps)
+        return {"fires": slot >= 0, "slot": slot}
+
+    def arrays(self) -> Any:
+        return {"q0": jnp.asarray(self.q0), "keys": self.keys}
+
+    def init(self, n_traj: int, dim: int, dtype) -> observers.Carry:
+        per = {"q": jnp.zeros((n_traj, dim), dtype),
+               "value": jnp.full((n_traj, self.n_measure), jnp.nan, dtype),
+               "residual": jnp.full((n_traj, self.n_measure), jnp.nan, dtype)}
+        return observers.Carry(per, ())
+
+    def observe(self, carry, table, view, arrays):
+        per = carry.per_trajectory
+        slot = table["slot"]
+        q = jnp.where(slot == 0, arrays["q0"], per["q"])
+        idx = jnp.arange(self.measure_size)
+        prob = view.problem
+
+        def one(theta, key, q1):
+            eig = lanczos_impl(lambda th, i: prob.minibatch_loss(th, i), self.n_iter, 1,
+                               theta, (idx,), jax.random.fold_in(key, slot), q1)
+            return eig.values[0], eig.residuals[0], eig.vectors[0]
+
+        value, resid, vec = jax.vmap(one)(view.theta, arrays["keys"], q)
+        return observers.Carry({"q": vec, "value": per["value"].at[:, slot].set(value),
+                                "residual": per["residual"].at[:, slot].set(resid)}, ())
+
+    def finalize(self, carry) -> dict[str, Any]:
+        per = carry.per_trajectory
+        return {"value": np.asarray(per["value"], np.float64),
+                "residual": np.asarray(per["residual"], np.float64)}
 
 
-def _where_tree(pred, a, b):
-    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
-
-
-def _network_fn(model: nn.Module, loss_name: str, n_steps: int, measure_every: int,
-                batch_size: int, lanczos_iter: int, n_barrier: int):
-    """One network's run as a pure function (vmapped over c, then over seeds)."""
+def _lam0(model, loss_name, lanczos_iter0, params0, keys, xm, ym):
+    """λᴴ_0, its Ritz vector (flat) and residual per seed (vmapped over seeds)."""
     loss_of = loss_function(loss_name)
 
     def loss_fn(params, x, y):
         return loss_of(model.apply({"params": params}, x), y)
 
-    def run(params0, q0, eta, beta, order_key, lan_key, x, y, xm, ym, diverge_loss):
-        n = x.shape[0]
-        opt = optax.sgd(eta, momentum=beta)
-        loss0 = loss_fn(params0, x, y)
+    def one(params, key):
+        eig = lanczos_impl(loss_fn, lanczos_iter0, 1, params, (xm, ym), key)
+        q = ravel_pytree(jax.tree.map(lambda a: a[0], eig.vectors))[0]
+        return eig.values[0], q, eig.residuals[0]
 
-        def step(carry, t):
-            params, opt_state, div, div_at = carry
-            idx = _batch_indices(order_key, t, n, batch_size)
-            g = jax.grad(loss_fn)(params, x[idx], y[idx])
-            upd, new_state = opt.update(g, opt_state, params)
-            new = optax.apply_updates(params, upd)
-            full = loss_fn(new, x, y)
-            bad = ~jnp.isfinite(full) | (full > diverge_loss)
-            now = ~div & bad
-            keep = div | bad
-            params = _where_tree(keep, params, new)
-            opt_state = _where_tree(keep, opt_state, new_state)
-            rec = jnp.where(div, jnp.inf, jnp.where(bad & ~jnp.isfinite(full), jnp.inf, full))
-            return (params, opt_state, div | bad, jnp.where(now, t + 1, div_at)), rec
-
-        def measure(carry, j):
-            inner, q = carry
-            inner, losses = jax.lax.scan(step, inner,
-                                         j * measure_every + jnp.arange(measure_every))
-            eig = lanczos_impl(loss_fn, lanczos_iter, 1, inner[0], (xm, ym),
-                               jax.random.fold_in(lan_key, j), q)
-            qn = ravel_pytree(jax.tree.map(lambda a: a[0], eig.vectors))[0]
-            return (inner, qn), (losses, eig.values[0], eig.residuals[0])
-
-        init = (params0, opt.init(params0), jnp.zeros((), bool), jnp.full((), -1, jnp.int32))
-        (final, _), (losses, lams, res) = jax.lax.scan(
-            measure, (init, q0), jnp.arange(n_steps // measure_every))
-        params_t = final[0]
-        taus = jnp.arange(1, n_barrier + 1, dtype=x.dtype) / n_barrier
-
-        def seg(tau):
-            p = jax.tree.map(lambda a, b: (1 - tau) * a + tau * b, params0, params_t)
-            return loss_fn(p, x, y)
-
-        barrier = jax.lax.map(seg, taus)
-        barrier = jnp.where(final[2], jnp.inf, barrier)
-        return (jnp.concatenate([loss0[None], losses.reshape(-1)]), lams, res, final[2],
-                final[3], barrier)
-
-    return loss_fn, run
-
-
-_KERNELS: dict[tuple, Any] = {}
-
-
-def _kernel(model, loss_name, n_steps, measure_every, batch_size, lanczos_iter, n_barrier):
-    """The jitted (seeds × c-chunk) kernel; cached on the static configuration."""
-    sig = (model, loss_name, n_steps, measure_every, batch_size, lanczos_iter, n_barrier)
-    if sig in _KERNELS:
-        return _KERNELS[sig]
-    _, run = _network_fn(*sig)
-
-    def grid(params0, q0, lam0, cs, beta, order_keys, lan_keys, x, y, xm, ym, diverge_loss):
-        _TRACES["train"] += 1
-
-        def per_seed(p0, q, l0, ok, lk):
-            etas = cs / l0
-            out = jax.vmap(run, in_axes=(None, None, 0, None, None, None, None, None, None,
-                                         None, None))(p0, q, etas, beta, ok, lk, x, y, xm, ym,
-                                                      diverge_loss)
-            return (etas, *out)
-
-        return jax.vmap(per_seed)(params0, q0, lam0, order_keys, lan_keys)
-
-    _KERNELS[sig] = jax.jit(grid)
-    return _KERNELS[sig]
-
-
-_LAM0: dict[tuple, Any] = {}
-
-
-def _lam0_kernel(model, loss_name, lanczos_iter0):
-    sig = (model, loss_name, lanczos_iter0)
-    if sig not in _LAM0:
-        loss_of = loss_function(loss_name)
-
-        def loss_fn(params, x, y):
-            return loss_of(model.apply({"params": params}, x), y)
-
-        def one(params, key, xm, ym):
-            _TRACES["lambda0"] += 1
-            eig = lanczos_impl(loss_fn, lanczos_iter0, 1, params, (xm, ym), key)
-            q = ravel_pytree(jax.tree.map(lambda a: a[0], eig.vectors))[0]
-            return eig.values[0], q, eig.residuals[0]
-
-        _LAM0[sig] = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
-    return _LAM0[sig]
+    return jax.jit(jax.vmap(one))(params0, keys)
 
 
 def _check_cs(cs: Any) -> np.ndarray:
@@ -191,6 +148,15 @@ def _check_cs(cs: Any) -> np.ndarray:
     if np.any(arr <= 0):
         raise ValueError(f"every c must be > 0 (η = c/λᴴ_0), got min {arr.min():g}")
     return arr
+
+
+def _segment_losses(prob: FlaxProblem, theta0: np.ndarray, theta_t: np.ndarray,
+                    taus: np.ndarray) -> np.ndarray:
+    """L((1 − τ)θ_0 + τθ_T) for each network and τ (vmapped; no time loop)."""
+    def per_net(a, b):
+        return jax.vmap(lambda t: prob.loss((1 - t) * a + t * b))(jnp.asarray(taus, a.dtype))
+    return np.asarray(jax.jit(jax.vmap(per_net))(jnp.asarray(theta0), jnp.asarray(theta_t)),
+                      np.float64)
 
 
 def train_grid(model: nn.Module, data: Dataset, cs: Sequence[float], *, key: Any = 0,
@@ -217,7 +183,7 @@ def train_grid(model: nn.Module, data: Dataset, cs: Sequence[float], *, key: Any
             λᴴ_0 (default 2 × ``lanczos_iter``).
         diverge_loss: a network diverged when its full loss exceeds this (or is not finite).
         n_barrier: points τ = 1/B … 1 on the segment θ_0 → θ_T.
-        c_chunk: networks per seed per kernel call (default all of ``cs``).
+        c_chunk: networks per seed per runner call (default all of ``cs``).
         progress: optional callable ``progress(done, total)`` called between chunks.
     """
     if not isinstance(model, nn.Module):
@@ -245,58 +211,90 @@ def train_grid(model: nn.Module, data: Dataset, cs: Sequence[float], *, key: Any
     if isinstance(key, int) and not isinstance(key, bool):
         key = jax.random.key(key)
 
+    from ..runner import simulate_sgd
+
     x, y = jnp.asarray(data.x), jnp.asarray(data.y)
     xm, ym = x[:measure_size], y[:measure_size]
     seed_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_seeds))
     sub = jax.vmap(lambda k: jax.random.split(k, 3))(seed_keys)
     params0 = jax.vmap(lambda k: init_params(model, k, x))(sub[:, 0])
-    n_par = count_params(jax.tree.map(lambda a: a[0], params0))
+    first = jax.tree.map(lambda a: a[0], params0)
+    n_par = count_params(first)
     m0, m = min(lanczos_iter0, n_par), min(lanczos_iter, n_par)
+    prob = FlaxProblem.from_module(model, first, x, y, loss=loss)
+    theta0 = np.asarray(jax.vmap(lambda p: ravel_pytree(p)[0])(params0))    # (n_seeds, P)
 
     t0 = time.perf_counter()
-    lam0, q0, res0 = _lam0_kernel(model, loss, m0)(params0, sub[:, 2], xm, ym)
-    lam0 = jax.block_until_ready(lam0)
-    if not bool(jnp.all(lam0 > 0)):
-        raise ValueError(f"λᴴ_0 must be > 0 to set η = c/λᴴ_0; got {np.asarray(lam0)}")
+    lam0, q0, res0 = _lam0(model, loss, m0, params0, sub[:, 2], xm, ym)
+    lam0 = np.asarray(jax.block_until_ready(lam0), np.float64)
+    if not np.all(lam0 > 0):
+        raise ValueError(f"λᴴ_0 must be > 0 to set η = c/λᴴ_0; got {lam0}")
     t_lam = time.perf_counter() - t0
 
-    kern = _kernel(model, loss, n_steps, measure_every, batch_size, m, n_barrier)
     n_chunks = math.ceil(len(cs) / c_chunk)
     padded = np.concatenate([cs, np.full(n_chunks * c_chunk - len(cs), cs[-1])])
+    seed_of = np.repeat(np.arange(n_seeds), c_chunk)                        # (K,)
+    sharp_steps = np.arange(measure_every, n_steps + 1, measure_every)
+    sampling = "iid" if batch_size == data.n else "reshuffle"
+    hp = Hyper(lr=1.0, momentum=momentum, batch_size=batch_size)
+    sim_key = jax.random.fold_in(key, 0x5EED)
+    lan_keys = jnp.asarray(sub[:, 2])[seed_of]
     outs, times = [], []
     for i in range(n_chunks):
         t1 = time.perf_counter()
-        chunk = jnp.asarray(padded[i * c_chunk:(i + 1) * c_chunk], x.dtype)
-        out = kern(params0, q0, lam0, chunk, jnp.asarray(momentum, x.dtype), sub[:, 1],
-                   sub[:, 2], x, y, xm, ym, jnp.asarray(diverge_loss, x.dtype))
-        outs.append(jax.tree.map(np.asarray, jax.block_until_ready(out)))
+        chunk = padded[i * c_chunk:(i + 1) * c_chunk]
+        etas = (np.tile(chunk, n_seeds) / lam0[seed_of]).astype(np.float64)
+        sharp = Sharpness(m, len(sharp_steps), measure_size, steps=sharp_steps,
+                          q0=np.asarray(q0)[seed_of], keys=lan_keys)
+        res = simulate_sgd(prob, hp, sim_key, n_seeds * c_chunk, n_steps, sampling=sampling,
+                           theta0=theta0[seed_of], record=[0, n_steps], burn_in=n_steps,
+                           traces={"loss": "loss"}, trace_steps=np.arange(n_steps + 1),
+                           observers=[sharp], keep_final=True, max_loss=diverge_loss,
+                           per_trajectory={"lr": etas}, streams=seed_of)
+        outs.append((etas, res))
         times.append(time.perf_counter() - t1)
         if progress is not None:
             progress(i + 1, n_chunks)
-    cat = [np.concatenate([o[j] for o in outs], axis=1)[:, :len(cs)] for j in range(7)]
-    etas, losses, lams, res, div, div_at, barrier = cat
-    lam0_np = np.asarray(lam0, np.float64)
-    sharp = np.concatenate([np.broadcast_to(lam0_np[:, None, None], (*lams.shape[:2], 1)),
-                            lams], axis=2)
-    res0_np = np.asarray(res0, np.float64)
-    resid = np.concatenate([np.broadcast_to(res0_np[:, None, None], (*res.shape[:2], 1)), res],
+
+    def grid(values: np.ndarray) -> np.ndarray:       # (K, …) per chunk -> (n_seeds, n_c, …)
+        parts = [v.reshape((n_seeds, c_chunk, *v.shape[1:])) for v in values]
+        return np.concatenate(parts, axis=1)[:, :len(cs)]
+
+    etas = grid([e for e, _ in outs])
+    losses = grid([r.traces["loss"] for _, r in outs]).astype(np.float64)
+    lams = grid([r.observed["sharpness"]["value"] for _, r in outs])
+    resid = grid([r.observed["sharpness"]["residual"] for _, r in outs])
+    div_at = grid([r.diverged_at for _, r in outs]).astype(np.int64)
+    div = div_at >= 0
+    taus = np.arange(1, n_barrier + 1) / n_barrier
+    finals = grid([r.final["theta"] for _, r in outs])
+    starts = np.broadcast_to(theta0[:, None, :], finals.shape)
+    barrier = _segment_losses(prob, starts.reshape(-1, starts.shape[-1]),
+                              finals.reshape(-1, finals.shape[-1]), taus).reshape(
+        (*finals.shape[:2], n_barrier))
+    barrier = np.where(div[..., None], np.inf, barrier)
+    # after divergence the network is frozen: its losses read +inf, its sharpness NaN
+    losses = np.where(np.isnan(losses), np.inf, losses)
+    sharp = np.concatenate([np.broadcast_to(lam0[:, None, None], (*lams.shape[:2], 1)), lams],
                            axis=2)
+    res0_np = np.asarray(res0, np.float64)
+    resid = np.concatenate([np.broadcast_to(res0_np[:, None, None], (*resid.shape[:2], 1)),
+                            resid], axis=2)
     steps = np.arange(0, n_steps + 1, measure_every)
-    after = (div_at[..., None] >= 0) & (steps[None, None, :] >= div_at[..., None])
-    sharp = np.where(after, np.nan, sharp)         # frozen parameters: not a measurement
+    after = div[..., None] & (steps[None, None, :] >= div_at[..., None])
+    sharp = np.where(after, np.nan, sharp)
     info = dict(n_params=n_par, lanczos_iter=m, lanczos_iter0=m0, n_steps=n_steps,
                 batch_size=batch_size, momentum=momentum, loss=loss,
                 measure_every=measure_every, measure_size=measure_size,
                 diverge_loss=diverge_loss, lambda0_seconds=t_lam,
                 first_chunk_seconds=times[0],
-                rest_seconds=float(sum(times[1:])), n_chunks=n_chunks, c_chunk=c_chunk)
-    return GridResult(cs=cs, lam0=lam0_np, eta=etas.astype(np.float64),
-                      loss=losses.astype(np.float64),
-                      sharp_steps=steps,
-                      sharpness=sharp.astype(np.float64), lanczos_residual=resid,
-                      diverged=div.astype(bool), diverged_at=div_at.astype(np.int64),
-                      barrier_tau=np.arange(1, n_barrier + 1) / n_barrier,
-                      barrier_loss=barrier.astype(np.float64), info=info)
+                rest_seconds=float(sum(times[1:])), n_chunks=n_chunks, c_chunk=c_chunk,
+                compile_seconds=float(sum(r.metadata["compile_seconds"] for _, r in outs)),
+                run_seconds=float(sum(r.metadata["run_seconds"] for _, r in outs)))
+    return GridResult(cs=cs, lam0=lam0, eta=etas.astype(np.float64), loss=losses,
+                      sharp_steps=steps, sharpness=sharp.astype(np.float64),
+                      lanczos_residual=resid, diverged=div, diverged_at=div_at,
+                      barrier_tau=taus, barrier_loss=barrier, info=info)
 
 
 # --- critical values (theory.md §7) ---------------------------------------------------------

@@ -69,11 +69,12 @@ class DiscreteModel:
             if sampling != "iid":
                 raise ValueError("sampling must be 'iid' for a Quadratic problem, got "
                                  f"{sampling!r}")
-            self.H = np.asarray(prob.H, np.float64)
+            # the float64 values given, not their rounding to the simulation dtype
+            self.H = prob.H64.array
             self.d = self.H.shape[0]
             self.kappa = 1.0
-            self.noise_cov_const = np.asarray(prob.noise_cov_matrix, np.float64)
-            rhs = self.H @ np.asarray(prob.centre, np.float64)
+            self.noise_cov_const = prob.noise_cov64.array
+            rhs = self.H @ prob.centre64.array
         else:
             raise TypeError("prob must be a LinearRegression or Quadratic, got "
                             f"{type(prob).__name__}")

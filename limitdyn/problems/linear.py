@@ -1,14 +1,13 @@
-"""Problems: losses whose gradient noise and, where possible, theory are known exactly.
+"""The two problems with exact theory: linear regression and the noisy quadratic.
 
-A problem is a pytree (its arrays are leaves, so a new dataset of the same shape does not
-recompile a kernel) with methods usable inside ``jit``/``vmap``:
+Both implement the :mod:`limitdyn.problems.base` protocol and keep their closed forms
+(gradient, per-example gradients, exact-noise sample, Hessian, minimiser, Σ(θ)), which the
+theory (theory.md §3, §5) and the SDE integrators use. They keep a float64 copy of their
+data for the theory (``numpy()``, :func:`hessian64`), whatever dtype the simulation runs in.
 
-* ``loss(theta)``, ``gradient(theta)`` — the full-batch training loss and gradient;
-* ``minibatch_gradient(key, theta, batch)`` — what one SGD step sees;
-* ``hessian()``, ``minimiser(weight_decay)``, ``noise_covariance(theta)`` — for theory.
-
-``LinearRegression`` is a finite sum (minibatches index examples); ``Quadratic`` is a
-noisy quadratic model whose gradient noise is Gaussian with a given covariance per step.
+``LinearRegression`` is a :class:`~limitdyn.FiniteSum` (minibatches index examples);
+``Quadratic`` is a noisy quadratic model whose gradient noise is Gaussian with a given
+covariance per step.
 """
 
 from __future__ import annotations
@@ -16,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks
+from .. import _checks
+from .base import FiniteSum, HostArray, Problem
 
 Array = jax.Array
 
@@ -30,7 +31,7 @@ def _leaf(value: np.ndarray) -> Array:
     return jnp.asarray(value, dtype=jnp.result_type(float))
 
 
-class LinearRegression:
+class LinearRegression(FiniteSum):
     """Least squares ``L(θ) = (1/2N) ‖Xθ − y‖²`` (theory.md §3).
 
     Args:
@@ -43,7 +44,10 @@ class LinearRegression:
     discrete moments close exactly (theory.md §5).
     """
 
-    is_finite_sum = True
+    X: Array
+    y: Array
+    X64: HostArray = eqx.field(static=True, repr=False)
+    y64: HostArray = eqx.field(static=True, repr=False)
 
     def __init__(self, X: Any, y: Any):
         X = _checks.real_array("X", X, ndim=2)
@@ -53,6 +57,8 @@ class LinearRegression:
                              f"y has {y.shape[0]} entries")
         self.X = _leaf(X)
         self.y = _leaf(y)
+        self.X64 = HostArray(X)
+        self.y64 = HostArray(y)
 
     # --- construction -------------------------------------------------------------
     @classmethod
@@ -116,15 +122,31 @@ class LinearRegression:
         """``∇L(θ) = Xᵀ(Xθ − y)/N``."""
         return self.X.T @ self.residuals(theta) / self.n_examples
 
-    def per_example_gradients(self, theta: Array) -> Array:
-        """Rows ``x_i r_i`` (N, d)."""
-        return self.X * self.residuals(theta)[:, None]
+    def example_losses(self, theta: Array, idx: Array) -> Array:
+        """ℓ_i = ½ (x_iᵀθ − y_i)²."""
+        r = self.X[idx] @ theta - self.y[idx]
+        return 0.5 * r * r
 
-    def minibatch_gradient(self, key: Array, theta: Array, batch: Array) -> Array:
+    def minibatch_gradient(self, key: Array, theta: Array, batch: Array | None = None) -> Array:
         """Mean gradient over the examples indexed by ``batch`` (S,); ``key`` is unused."""
         del key
+        if batch is None:
+            return self.gradient(theta)
         Xb = self.X[batch]
         return Xb.T @ (Xb @ theta - self.y[batch]) / batch.shape[0]
+
+    def per_example_gradients(self, theta: Array, idx: Array | None = None) -> Array:
+        """Rows ``x_i r_i`` (N, d) (or the rows ``idx``)."""
+        if idx is None:
+            return self.X * self.residuals(theta)[:, None]
+        Xi = self.X[idx]
+        return Xi * (Xi @ theta - self.y[idx])[:, None]
+
+    def noise_sample(self, theta: Array, z: Array, scale: Any = 1.0) -> Array:
+        """``scale · Gᵀ(z − z̄)/√N`` with G's rows x_i r_i (theory.md §2), in closed form."""
+        r = self.X @ theta - self.y
+        zc = (z - jnp.mean(z)) * r
+        return scale * (self.X.T @ zc) / jnp.sqrt(jnp.asarray(self.n_examples, theta.dtype))
 
     # --- exact quantities -----------------------------------------------------------
     def hessian(self) -> Array:
@@ -136,30 +158,32 @@ class LinearRegression:
 
         When ``H + λI`` is singular (N < d and λ = 0) the minimum-norm minimiser is returned.
         """
+        return _leaf(self.minimiser64(weight_decay))
+
+    def minimiser64(self, weight_decay: float = 0.0) -> np.ndarray:
+        """:meth:`minimiser` in float64 from the float64 data (what the theory uses)."""
         lam = _checks.finite_float("weight_decay", weight_decay, low=0.0)
         X, y = self.numpy()
         n, d = X.shape
         if lam > 0:
-            mu = np.linalg.solve(X.T @ X / n + lam * np.eye(d), X.T @ y / n)
-        else:
-            mu = np.linalg.lstsq(X, y, rcond=None)[0]
-        return _leaf(mu)
+            return np.linalg.solve(X.T @ X / n + lam * np.eye(d), X.T @ y / n)
+        return np.linalg.lstsq(X, y, rcond=None)[0]
 
-    def noise_covariance(self, theta: Array) -> Array:
-        """Per-example gradient covariance ``Σ(θ) = (1/N) Σ_i g_i g_iᵀ − ∇L∇Lᵀ``."""
-        G = self.per_example_gradients(theta)
-        g = jnp.mean(G, axis=0)
-        return G.T @ G / self.n_examples - jnp.outer(g, g)
+    def linear_drift(self, weight_decay: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(H + λI, μ) in float64: ∇L_λ(θ) = (H + λI)(θ − μ) exactly."""
+        H = hessian64(self)
+        return H + weight_decay * np.eye(self.dim), self.minimiser64(weight_decay)
 
     def numpy(self) -> tuple[np.ndarray, np.ndarray]:
-        """The data as float64 numpy arrays (what the simulation uses, up to dtype)."""
-        return np.asarray(self.X, dtype=np.float64), np.asarray(self.y, dtype=np.float64)
+        """The data as float64 numpy arrays: the values given, before any rounding to the
+        simulation dtype (the theory is computed from these)."""
+        return self.X64.array, self.y64.array
 
     def __repr__(self) -> str:
         return f"LinearRegression(N={self.n_examples}, d={self.dim}, dtype={self.X.dtype})"
 
 
-class Quadratic:
+class Quadratic(Problem):
     """Noisy quadratic model ``L(θ) = ½ (θ − θ*)ᵀ H (θ − θ*)`` with Gaussian gradient noise.
 
     Each SGD step sees ``g = H(θ − θ*) + ξ`` with ``ξ ~ N(0, noise_cov)`` drawn afresh:
@@ -173,7 +197,13 @@ class Quadratic:
         minimiser: θ* (d,), default 0.
     """
 
-    is_finite_sum = False
+    H: Array
+    noise_cov_matrix: Array
+    noise_factor: Array
+    centre: Array
+    H64: HostArray = eqx.field(static=True, repr=False)
+    noise_cov64: HostArray = eqx.field(static=True, repr=False)
+    centre64: HostArray = eqx.field(static=True, repr=False)
 
     def __init__(self, hessian: Any, noise_cov: Any, minimiser: Any = None):
         H = _checks.real_array("hessian", hessian, ndim=2)
@@ -189,10 +219,7 @@ class Quadratic:
         self.noise_cov_matrix = _leaf(C)
         self.noise_factor = _leaf(factor)
         self.centre = _leaf(mu)
-
-    @property
-    def n_examples(self) -> None:
-        return None
+        self.H64, self.noise_cov64, self.centre64 = HostArray(H), HostArray(C), HostArray(mu)
 
     @property
     def dim(self) -> int:
@@ -215,14 +242,28 @@ class Quadratic:
 
     def minimiser(self, weight_decay: float = 0.0) -> Array:
         """``(H + λI)⁻¹ H θ*``; with λ = 0 and singular H, θ* itself."""
+        return _leaf(self.minimiser64(weight_decay))
+
+    def minimiser64(self, weight_decay: float = 0.0) -> np.ndarray:
+        """:meth:`minimiser` in float64 (what the theory uses)."""
         lam = _checks.finite_float("weight_decay", weight_decay, low=0.0)
-        H, mu = np.asarray(self.H, np.float64), np.asarray(self.centre, np.float64)
+        H, mu = self.H64.array, self.centre64.array
         if lam == 0:
-            return _leaf(mu)
-        return _leaf(np.linalg.solve(H + lam * np.eye(self.dim), H @ mu))
+            return mu.copy()
+        return np.linalg.solve(H + lam * np.eye(self.dim), H @ mu)
+
+    def linear_drift(self, weight_decay: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(H + λI, μ) in float64: ∇L_λ(θ) = (H + λI)(θ − μ) exactly."""
+        H = self.H64.array
+        return H + weight_decay * np.eye(self.dim), self.minimiser64(weight_decay)
 
     def noise_covariance(self, theta: Array | None = None) -> Array:
+        """The per-step gradient-noise covariance (constant)."""
         return self.noise_cov_matrix
+
+    def noise_covariance64(self) -> np.ndarray:
+        """:meth:`noise_covariance` in float64."""
+        return self.noise_cov64.array
 
     def __repr__(self) -> str:
         return f"Quadratic(d={self.dim}, dtype={self.H.dtype})"
@@ -234,7 +275,11 @@ def hessian64(prob: LinearRegression | Quadratic) -> np.ndarray:
     if isinstance(prob, LinearRegression):
         X, _ = prob.numpy()
         return X.T @ X / X.shape[0]
-    return np.asarray(prob.H, np.float64)
+    if isinstance(prob, Quadratic):
+        return prob.H64.array
+    if isinstance(prob, Problem):
+        return np.asarray(prob.hessian(), np.float64)
+    raise TypeError(f"expected a limitdyn problem, got {type(prob).__name__}")
 
 
 def _check_psd(name: str, A: np.ndarray) -> None:
@@ -289,21 +334,3 @@ def _as_key(key: Any) -> Array:
         raise TypeError("key must be a JAX PRNG key, e.g. jax.random.key(0); "
                         f"got {type(key).__name__}")
     return jax.random.wrap_key_data(jnp.asarray(arr))
-
-
-# Pytree registration: arrays are leaves, unflattening bypasses host validation.
-def _register(cls, fields):
-    def flatten(obj):
-        return tuple(getattr(obj, f) for f in fields), None
-
-    def unflatten(_, leaves):
-        obj = object.__new__(cls)
-        for f, leaf in zip(fields, leaves, strict=True):
-            setattr(obj, f, leaf)
-        return obj
-
-    jax.tree_util.register_pytree_node(cls, flatten, unflatten)
-
-
-_register(LinearRegression, ("X", "y"))
-_register(Quadratic, ("H", "noise_cov_matrix", "noise_factor", "centre"))
