@@ -38,3 +38,21 @@ def quick_validate(tmp_path_factory):
                           "--out", str(out), "--quiet"], capture_output=True, text=True,
                          timeout=600)
     return run, out
+
+
+_QUICK_RUNS: dict = {}
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """``quick_run(name)``: ``limitdyn run NAME --quick`` in a subprocess, once per session
+    (the experiment tests and the kill/resume tests share it): (CompletedProcess, out)."""
+    def run(name):
+        if name not in _QUICK_RUNS:
+            out = tmp_path_factory.mktemp("quick") / name
+            proc = subprocess.run([sys.executable, "-m", "limitdyn.cli", "run", name, "--quick",
+                                   "--out", str(out), "--quiet"], capture_output=True,
+                                  text=True, timeout=900)
+            _QUICK_RUNS[name] = (proc, out)
+        return _QUICK_RUNS[name]
+    return run

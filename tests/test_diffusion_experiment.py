@@ -69,9 +69,9 @@ def test_unstable_sweep_point_is_a_config_error():
 def test_per_mode_model_matches_exact_discrete_theory():
     h = 2.0 * np.arange(1, 7, dtype=np.float64) ** -1.5
     prob = ld.Quadratic(np.diag(h), np.diag(0.01 * h))
-    # The problem stores float32 leaves; the theory reads them back in float64.
-    h = np.diag(np.asarray(prob.H, np.float64))
-    s2 = np.diag(np.asarray(prob.noise_cov_matrix, np.float64))
+    # The theory reads the float64 values given (not the float32 simulation leaves).
+    h = np.diag(prob.H64.array)
+    s2 = np.diag(prob.noise_covariance64())
     lr, beta, lam = 0.3, 0.6, 0.01
     hp = ld.Hyper(lr=lr, momentum=beta, weight_decay=lam)
     steps = np.array([1, 2, 5, 17, 60])

@@ -22,6 +22,7 @@ TINY = {
                         "--plot", "{tmp}/displacement.png"],
     "sweep_no_recompile.py": ["--n-traj", "32", "--n-steps", "50", "--lrs", "0.05", "0.2"],
     "long_runs.py": ["--n-traj", "64", "--n-steps", "200", "--dir", "{tmp}"],
+    "own_problem.py": ["--n-traj", "32", "--n-steps", "100"],
 }
 
 
