@@ -228,8 +228,11 @@ def simulate_sde(prob: Problem, hp: Hyper, key: Any, n_traj: int,
     ``frozen`` need a minimiser (and ``paper`` a Hessian), solver ``exact`` a quadratic.
 
     Args:
-        prob, hp, key, n_traj, theta0, v0, burn_in: as in :func:`limitdyn.simulate_sgd`;
-            ``n_steps`` is the horizon in SGD steps.
+        prob: the problem, as in :func:`limitdyn.simulate_sgd`.
+        hp: hyperparameters, as in :func:`limitdyn.simulate_sgd`.
+        key: a JAX PRNG key.
+        n_traj: number of trajectories K >= 1.
+        n_steps: the horizon in SGD steps.
         noise: ``"paper"``, ``"frozen"``, ``"exact"`` (default), ``"isotropic"``, a constant
             (d, d) per-step covariance, or a function θ ↦ F(θ) (d, r) with C(θ) = F Fᵀ
             (see :mod:`limitdyn.noise`).
@@ -246,11 +249,30 @@ def simulate_sde(prob: Problem, hp: Hyper, key: Any, n_traj: int,
             Itô and Stratonovich agree), ``diffrax.Euler()`` for the SME with state-dependent
             noise. Solvers that vmap the diffusion over time (the SRK family: ShARK, SRA1)
             cannot take the batched linear-operator diffusion and are not supported.
-        record, n_record, window_every, n_groups, keep_trajectories, n_chunks, progress,
-        checkpoint, prng, devices, basis, traces, trace_steps, observers, keep_final,
-        max_loss, streams: as in :func:`limitdyn.simulate_sgd`; ``record``, ``burn_in``,
-            ``window_every`` and ``trace_steps`` count SGD steps and are rounded to whole
-            runner steps.
+        theta0: start, (d,) or (K, d); default the minimiser of L_λ (problems that know it;
+            required otherwise).
+        v0: start velocity, (d,) or (K, d); default 0.
+        burn_in: window averages use SGD steps ``burn_in <= k <= n_steps`` (rounded to whole
+            runner steps); default ``n_steps // 2``.
+        record: as in :func:`limitdyn.simulate_sgd`; explicit steps count SGD steps and
+            must be multiples of dt/η.
+        n_record: as in :func:`limitdyn.simulate_sgd`.
+        window_every: as in :func:`limitdyn.simulate_sgd`, in SGD steps (rounded to whole
+            runner steps).
+        n_groups: as in :func:`limitdyn.simulate_sgd`.
+        keep_trajectories: as in :func:`limitdyn.simulate_sgd`.
+        n_chunks: as in :func:`limitdyn.simulate_sgd`.
+        progress: as in :func:`limitdyn.simulate_sgd`.
+        checkpoint: as in :func:`limitdyn.simulate_sgd`.
+        prng: as in :func:`limitdyn.simulate_sgd`.
+        devices: as in :func:`limitdyn.simulate_sgd`.
+        basis: as in :func:`limitdyn.simulate_sgd` (statistics of (Vᵀθ, Vᵀv)).
+        traces: as in :func:`limitdyn.simulate_sgd`.
+        trace_steps: as in :func:`limitdyn.simulate_sgd`, in SGD steps (multiples of dt/η).
+        observers: as in :func:`limitdyn.simulate_sgd`.
+        keep_final: as in :func:`limitdyn.simulate_sgd`.
+        max_loss: as in :func:`limitdyn.simulate_sgd`.
+        streams: as in :func:`limitdyn.simulate_sgd` (equal streams share their noise).
 
     Returns:
         A :class:`Result`; ``config['kind'] == 'sde'``. Its ``stationary_lag_cov`` pairs

@@ -45,14 +45,15 @@ _QUICK_RUNS: dict = {}
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
-    """``quick_run(name)``: ``limitdyn run NAME --quick`` in a subprocess, once per session
-    (the experiment tests and the kill/resume tests share it): (CompletedProcess, out)."""
-    def run(name):
-        if name not in _QUICK_RUNS:
-            out = tmp_path_factory.mktemp("quick") / name
+    """``quick_run(name, seed=0)``: ``limitdyn run NAME --quick --seed SEED`` in a
+    subprocess, once per session (the experiment tests, the two-seed check and the
+    kill/resume tests share it): (CompletedProcess, out)."""
+    def run(name, seed=0):
+        if (name, seed) not in _QUICK_RUNS:
+            out = tmp_path_factory.mktemp("quick") / f"{name}-{seed}"
             proc = subprocess.run([sys.executable, "-m", "limitdyn.cli", "run", name, "--quick",
-                                   "--out", str(out), "--quiet"], capture_output=True,
-                                  text=True, timeout=900)
-            _QUICK_RUNS[name] = (proc, out)
-        return _QUICK_RUNS[name]
+                                   "--seed", str(seed), "--out", str(out), "--quiet"],
+                                  capture_output=True, text=True, timeout=900)
+            _QUICK_RUNS[name, seed] = (proc, out)
+        return _QUICK_RUNS[name, seed]
     return run
