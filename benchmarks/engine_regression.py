@@ -27,7 +27,7 @@ import limitdyn as ld
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import table, write
+from _common import table, write  # noqa: E402
 
 
 def load_previous(rev: str):

@@ -205,7 +205,7 @@ def test_flax_problem_gives_the_same_ensemble_as_the_hand_written_mlp():
 
 def test_a_flax_module_is_refused_with_a_pointer():
     module = MLP()
-    with pytest.raises(TypeError, match="FlaxProblem.from_module"):
+    with pytest.raises(TypeError, match=r"FlaxProblem\.from_module"):
         ld.simulate_sgd(module, ld.Hyper(lr=0.1), jax.random.key(0), 4, 10)
 
 

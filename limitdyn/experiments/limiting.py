@@ -50,7 +50,8 @@ class LimitingConfig:
     prediction the verdict checks; 0: use Σ at the checkpoint).
     ``tolerance``: the allowed relative error of the predicted δ (the model's); the verdict
     adds 3 standard errors of the check itself (δ over trajectories, Σ over sampled states),
-    so a run with fewer trajectories is held to the same model tolerance. Network SDE (theory.md §10):
+    so a run with fewer trajectories is held to the same model tolerance. Network SDE
+    (theory.md §10):
     ``sde_n_traj`` trajectories (0: skip) of the underdamped Langevin SDE with the network's
     exact per-example noise (BAOAB) and as many SGD trajectories, ``sde_n_steps`` steps from
     the checkpoint, window averages after ``sde_burn_in``.
