@@ -50,15 +50,16 @@ def cases(pkg, quick: bool):
     sde_prob = pkg.LinearRegression.synthetic(jax.random.key(0), n=512, d=16)
     hp = pkg.Hyper(lr=0.05, momentum=0.9, batch_size=32)
     key = jax.random.key(1)
-    nothing_sgd = {"record": [steps_sgd], "burn_in": steps_sgd}
-    nothing_sde = {"record": [steps_sde], "burn_in": steps_sde}
+    nothing_sgd = {"record": [steps_sgd], "burn_in": steps_sgd, "progress": False}
+    nothing_sde = {"record": [steps_sde], "burn_in": steps_sde, "progress": False}
     return {
         "B1 sgd iid": lambda: pkg.simulate_sgd(sgd_prob, hp, key, K, steps_sgd,
-                                               check_stability=False),
+                                               check_stability=False, progress=False),
         "B2 sde em": lambda: pkg.simulate_sde(sde_prob, hp, key, K, steps_sde, noise="frozen",
-                                              solver="em", dt=hp.lr),
+                                              solver="em", dt=hp.lr, progress=False),
         "B2 sde baoab": lambda: pkg.simulate_sde(sde_prob, hp, key, K, steps_sde,
-                                                 noise="frozen", solver="baoab", dt=hp.lr),
+                                                 noise="frozen", solver="baoab", dt=hp.lr,
+                                                 progress=False),
         "B4 sgd nothing": lambda: pkg.simulate_sgd(sgd_prob, hp, key, K, steps_sgd,
                                                    check_stability=False, **nothing_sgd),
         "B4 sde nothing": lambda: pkg.simulate_sde(sde_prob, hp, key, K, steps_sde,

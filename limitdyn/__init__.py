@@ -37,6 +37,7 @@ from .runner import simulate_sgd
 from .sde import simulate_sde
 from .sgd import State
 from .stability import DivergenceError, StabilityWarning
+from .suggest import RunPlan, suggest_run
 
 try:
     __version__ = version("limitdyn")
@@ -52,6 +53,7 @@ __all__ = [
     "Problem",
     "Quadratic",
     "Result",
+    "RunPlan",
     "StabilityWarning",
     "State",
     "Stderr",
@@ -73,5 +75,6 @@ __all__ = [
     "sgd",
     "simulate_sde",
     "simulate_sgd",
+    "suggest_run",
     "theory",
 ]
