@@ -29,6 +29,7 @@ from . import (
     sgd,
     theory,
 )
+from ._devices import use_all_cores
 from .compare import Comparison, compare
 from .hyper import Hyper
 from .problems import FiniteSum, LinearRegression, Problem, Quadratic, UnsupportedError
@@ -77,4 +78,5 @@ __all__ = [
     "simulate_sgd",
     "suggest_run",
     "theory",
+    "use_all_cores",
 ]

@@ -273,7 +273,7 @@ def apply(spec: NoiseSpec, params: dict[str, Any], prob: Any, theta: jax.Array,
     x_i r_i and P = I − 11ᵀ/N idempotent, so Gᵀ(z − z̄)/√N has covariance exactly Σ(θ).
     """
     if spec.kind == "constant":
-        return params["factor"] @ z
+        return z @ params["factor"].T      # = F z; under vmap (K, r) × (r, d), no transpose
     if spec.kind == "exact":
         return prob.noise_sample(theta, z, params["scale"])
-    return spec.factor_fn(theta) @ z
+    return z @ spec.factor_fn(theta).T

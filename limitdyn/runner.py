@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from . import _accounting, _checks, _meta, _prng, observers, samplers, sgd, stability
+from . import _accounting, _checks, _devices, _meta, _prng, observers, samplers, sgd, stability
 from . import checkpoint as ckpt
 from .dynamics import HeavyBall
 from .hyper import Hyper
@@ -341,6 +341,7 @@ def run_ensemble(dynamics: Any, params: Any, key: jax.Array, theta0: jax.Array,
     static = (dynamics, obs, use_loss)
     obs_arrays = tuple(o.arrays() for o in obs)
     if mesh is None:
+        _devices.warn_if_one_device()
         traj_keys = _trajectory_keys(key, streams_arr)
         carry = _init_jit(static, traj_keys, theta0, v0)
         placement = None

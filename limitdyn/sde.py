@@ -325,7 +325,7 @@ def simulate_sde(prob: Problem, hp: Hyper, key: Any, n_traj: int,
             raise TypeError(f"diffrax_solver must be a diffrax solver instance, got "
                             f"{type(diffrax_solver).__name__}")
         dynamics = DiffraxLangevin(model, solver, noise_spec, n_sub, stride, linear,
-                                   diffrax_solver)
+                                   diffrax_solver=diffrax_solver)
     else:
         fsal = solver == "baoab" and not linear
         dynamics = Langevin(model, solver, noise_spec, n_sub, stride, linear, fsal,

@@ -1,4 +1,5 @@
 import logging
+import os
 import subprocess
 import sys
 
@@ -6,6 +7,10 @@ import jax
 import pytest
 
 from limitdyn import runner
+
+# The suite runs on one CPU device on purpose (exact comparisons within one process);
+# the once-per-process hint to use every core is for users.
+os.environ.setdefault("LIMITDYN_NO_DEVICE_WARNING", "1")
 
 # Catch accidental broadcasting between arrays of different rank (diffrax/equinox habit).
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -164,10 +164,11 @@ def test_second_moment_instability_quotes_largest_stable_lr():
     assert np.linalg.eigvalsh(C)[0] > -1e-12 * np.abs(C).max()
 
 
-def test_theory_rejects_reshuffle_and_singular_hessian():
+def test_theory_refuses_what_it_does_not_cover_and_singular_hessian():
     prob = _problem()
-    with pytest.raises(ValueError, match="sampling"):
-        ld.theory.discrete_stationary_cov(prob, ld.Hyper(lr=0.1, batch_size=4), sampling="reshuffle")
+    # reshuffle has a stationary theory (theory.md §9) but no lag covariance
+    with pytest.raises(ValueError, match="reshuffle"):
+        ld.theory.discrete_lag_cov(prob, ld.Hyper(lr=0.1, batch_size=4), 1, "reshuffle")
     wide = ld.LinearRegression.synthetic(jax.random.key(0), n=3, d=5)
     with pytest.raises(ValueError, match="singular"):
         ld.theory.discrete_stationary_cov(wide, ld.Hyper(lr=0.1, batch_size=2))

@@ -140,7 +140,9 @@ class Langevin:
     def force(self, theta: jax.Array, p: dict[str, Any]) -> jax.Array:
         """∇L_λ(θ)."""
         if self.linear_drift:
-            return p["curvature"] @ (theta - p["mu"])
+            # (θ − μ)ᵀ(H + λI), H + λI symmetric: under vmap a (K, d) × (d, d) product whose
+            # output needs no transpose
+            return (theta - p["mu"]) @ p["curvature"]
         return p["prob"].gradient(theta) + p["weight_decay"] * theta
 
     def substep(self, state: State, z: jax.Array, p: dict[str, Any]) -> State:

@@ -5,6 +5,11 @@ noisy quadratics): :func:`discrete_moments`, :func:`discrete_stationary_cov`,
 :func:`discrete_lag_cov`, :func:`discrete_displacement`, :func:`discrete_local_displacement`,
 :func:`stability`, :func:`additive_mode_stationary`.
 
+Random reshuffling (theory.md §9): :func:`discrete_stationary_cov` and
+:func:`discrete_moments` with ``sampling="reshuffle"``, and :func:`reshuffle_stationary`
+(pooled and per-phase mean and covariance): the exact used-set recursion for small N, the
+cyclostationary Stein recursion for realistic N.
+
 Continuous time (the Langevin / SME limits, theory.md §2–§6):
 :func:`continuous_stationary_cov`, :func:`continuous_moments`, :func:`stationary_lag_cov`,
 :func:`drift_matrix`, :func:`diffusion_matrix`, :func:`modes`, :func:`kat_decomposition`,
@@ -14,7 +19,7 @@ Continuous time (the Langevin / SME limits, theory.md §2–§6):
 :func:`continuous_error`.
 """
 
-from . import mlnoise
+from . import mlnoise, reshuffle
 from .approximation import ApproximationReport, continuous_error, fit_order
 from .continuous import (
     KAT,
@@ -48,6 +53,12 @@ from .discrete import (
     discrete_stationary_cov,
     stability,
 )
+from .reshuffle import (
+    ReshuffleMoments,
+    ReshuffleStationary,
+    reshuffle_moments,
+    reshuffle_stationary,
+)
 
 __all__ = [
     "KAT",
@@ -58,6 +69,8 @@ __all__ = [
     "ModifiedLoss",
     "Moments",
     "ProbabilityCurrent",
+    "ReshuffleMoments",
+    "ReshuffleStationary",
     "UnstableError",
     "additive_mode_stationary",
     "angular_momentum",
@@ -79,6 +92,9 @@ __all__ = [
     "modes",
     "modified_loss",
     "probability_current",
+    "reshuffle",
+    "reshuffle_moments",
+    "reshuffle_stationary",
     "stability",
     "stationary_lag_cov",
     "stationary_local_displacement",

@@ -53,6 +53,11 @@ class DiscreteModel:
             raise TypeError(f"hp must be a limitdyn.Hyper, got {type(hp).__name__}")
         self.eta, self.beta, self.lam = hp.lr, hp.momentum, hp.weight_decay
         if isinstance(prob, LinearRegression):
+            if sampling == "reshuffle":
+                raise ValueError("sampling='reshuffle' correlates the noise within an epoch; "
+                                 "its theory is discrete_stationary_cov, discrete_moments and "
+                                 "reshuffle_stationary (theory.md §9); this function covers "
+                                 "'iid' and 'replacement'")
             sampling = _checks.choice("sampling", sampling, ("iid", "replacement"))
             X, y = prob.numpy()
             self.N, self.d = X.shape
@@ -226,13 +231,36 @@ def _require_stable(model: DiscreteModel, prob, hp, sampling, *, need_feedback: 
 
 # --- public predictions ------------------------------------------------------------------
 
+def _iid_only(phase: Any, method: Any) -> None:
+    if phase is not None:
+        raise ValueError("phase applies to sampling='reshuffle' only (the iid and replacement "
+                         "stationary laws do not depend on the step)")
+    if method != "auto":
+        raise ValueError(f"method applies to sampling='reshuffle' only (iid and replacement "
+                         f"have one exact theory); got method={method!r}")
+
+
 def discrete_stationary_cov(prob: LinearRegression | Quadratic, hp: Hyper,
-                            sampling: str = "iid") -> np.ndarray:
+                            sampling: str = "iid", *, phase: int | None = None,
+                            method: str = "auto") -> np.ndarray:
     """Exact stationary covariance (2d, 2d) of (θ, v) under SGD with momentum (theory.md §5).
 
     Solves C = M̄ C M̄ᵀ + κ W [Σ(μ) + 𝒢(C_θθ)] Wᵀ. Raises :class:`UnstableError` (a
     ``ValueError``) outside the stability region, quoting the bound.
+
+    ``sampling="reshuffle"`` (theory.md §9, :mod:`limitdyn.theory.reshuffle`): the law is
+    periodic over the E = N // S steps of an epoch. Returns the covariance pooled over the
+    phases, E_t[zzᵀ] − E_t[z]E_t[z]ᵀ (what a long window average over every step
+    measures), or with ``phase=j`` the covariance at the steps k ≡ j (mod E), j = 0 the
+    epoch boundaries. ``method``: ``"exact"`` (used-set recursion, small N), ``"stein"``
+    (cyclostationary Stein recursion) or ``"auto"``. The mean (not exactly θ*) is in
+    :func:`~limitdyn.theory.reshuffle_stationary`. ``phase`` and ``method`` apply to
+    reshuffling only.
     """
+    if sampling == "reshuffle":
+        from . import reshuffle
+        return reshuffle.stationary_cov(prob, hp, phase, method)
+    _iid_only(phase, method)
     model = DiscreteModel(prob, hp, sampling)
     _require_stable(model, prob, hp, sampling, need_feedback=True)
     base = model.sigma(model.mu)
@@ -260,7 +288,7 @@ def discrete_stationary_cov(prob: LinearRegression | Quadratic, hp: Hyper,
 
 def discrete_moments(prob: LinearRegression | Quadratic, hp: Hyper, steps: Any,
                      theta0: Any = None, v0: Any = None, sampling: str = "iid",
-                     cov0: Any = None) -> Moments:
+                     cov0: Any = None, *, method: str = "auto") -> Moments:
     """Exact mean and covariance of (θ_k, v_k) at ``steps`` from a given start (theory.md §5).
 
     Iterates m_{k+1} = M̄ m_k and C_{k+1} = M̄ C_k M̄ᵀ + κ W [Σ(μ + m_θ) + 𝒢(C_θθ)] Wᵀ.
@@ -269,7 +297,14 @@ def discrete_moments(prob: LinearRegression | Quadratic, hp: Hyper, steps: Any,
         steps: recorded step indices (non-negative integers).
         theta0: start (d,), default the minimiser μ; v0: start velocity, default 0.
         cov0: optional (2d, 2d) covariance of a random start, default 0 (deterministic).
+        method: for ``sampling="reshuffle"`` only (theory.md §9; step 0 starts an epoch):
+            ``"exact"`` (used-set recursion, small N), ``"stein"`` or ``"auto"``; see
+            :func:`~limitdyn.theory.reshuffle_moments`.
     """
+    if sampling == "reshuffle":
+        from . import reshuffle
+        return reshuffle.reshuffle_moments(prob, hp, steps, theta0, v0, cov0, method)
+    _iid_only(None, method)
     model = DiscreteModel(prob, hp, sampling)
     d = model.d
     steps = _checks.real_array("steps", steps, ndim=1)
