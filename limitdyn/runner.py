@@ -23,6 +23,7 @@ that event on. Events are the recorded, window and trace steps and the chunk end
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 import warnings
@@ -730,6 +731,10 @@ def simulate_sgd(prob: Problem, hp: Hyper, key: Any, n_traj: int, n_steps: int,
             ``WINDOW_SAMPLES`` = 64 (each sample and its lag-one pair cost an outer product
             over the ensemble, ~K(2d)² flops: more samples than the window has independent
             stretches buy little precision and cost time — benchmarks/statistics_overhead.py).
+            With ``reshuffle`` the default spacing is coprime with the epoch length and the
+            window start moves (by less than an epoch of samples) so that every phase of the
+            epoch is sampled equally often (:func:`reshuffle_window`): the window average is
+            then the phase average of theory.md §9.
         n_groups: independent trajectory groups for the window's batch-means standard
             errors; default min(32, K).
         keep_trajectories: also return the states at the recorded steps, (T, K, 2d).
@@ -814,6 +819,8 @@ def simulate_sgd(prob: Problem, hp: Hyper, key: Any, n_traj: int, n_steps: int,
     rec = record_steps(n_steps, record, n_record)
     window_every = None if window_every is None else _checks.integer(
         "window_every", window_every, low=1)
+    if sampling == "reshuffle" and window_every is None and n_examples is not None:
+        burn_in, window_every = reshuffle_window(n_steps, burn_in, n_examples // batch_size)
     window, window_every = observers_window(n_steps, burn_in, window_every)
     obs = build_observers(opts, rec, window, n_steps, d, n_groups, keep_trajectories)
     check_memory(n_traj, d, rec, opts, obs, keep_trajectories, dtype)
@@ -848,6 +855,27 @@ def simulate_sgd(prob: Problem, hp: Hyper, key: Any, n_traj: int, n_steps: int,
     result = finish_result(rec, out, opts, config, _meta.environment(key) | out.timings)
     _accounting.report(result)
     return result
+
+
+def reshuffle_window(n_steps: int, burn_in: int, epoch: int) -> tuple[int, int]:
+    """A window that samples every phase of a reshuffled epoch equally often.
+
+    Under ``reshuffle`` the law of the state depends on the phase k mod E within the epoch
+    (theory.md §9), so a window average estimates the phase-average covariance only if it
+    visits the phases uniformly: the spacing w is made coprime with E (the first w >= the
+    default with gcd(w, E) = 1) and the burn-in moved later, by less than E·w steps, so that
+    the number of window samples is a multiple of E. Returns (burn_in, w); a window too
+    short for E samples is left as it is.
+    """
+    window = n_steps - burn_in
+    w = max(1, math.ceil(window / WINDOW_SAMPLES))
+    while math.gcd(w, epoch) != 1:
+        w += 1
+    samples = window // w + 1
+    whole = (samples // epoch) * epoch
+    if whole == 0:
+        return burn_in, w
+    return n_steps - (whole - 1) * w, w
 
 
 def observers_window(n_steps: int, burn_in: int, window_every: int | None
