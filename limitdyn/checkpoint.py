@@ -10,7 +10,17 @@ compiled chunks from the same carry, so its statistics are those of the uninterr
 run (bit for bit on the same machine and JAX version).
 
 Writes go to ``PATH.tmp-PID`` and are renamed over ``PATH`` after ``fsync``: a kill at
-any moment leaves either the previous checkpoint or the new one, never a torn file.
+any moment leaves either the previous checkpoint or the new one, never a torn file. Each
+checkpoint also carries the SHA-256 of its own content (progress, fingerprint and every
+array), checked on every read: a flipped byte is found, not trusted.
+
+A checkpoint is a cache of deterministic work. Inside :func:`auto_checkpoints` (every
+simulation of ``limitdyn run``) a checkpoint that fails its check — unreadable, its hash
+wrong, written by another run or with another layout — is *set aside* (renamed
+``run-NNN.npz.bad-K``, a :class:`CheckpointWarning`, and reported to the run directory,
+which ``limitdyn show`` lists) and that simulation is recomputed from the start, so a
+resume always finishes. A checkpoint path given explicitly (``checkpoint=`` in Python) is
+the user's: one written by a different run raises :class:`CheckpointError` instead.
 
 Python use::
 
@@ -25,21 +35,28 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import glob
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import numpy as np
 
-FORMAT = 1
+FORMAT = 2            # 2: with the content hash
+_FINGERPRINT = 1      # version of what fingerprint() hashes (independent of the file layout)
+_RUN_FILE = re.compile(r"^run-(\d+)\.npz$")
+_SET_ASIDE = re.compile(r"^run-(\d+)\.npz\.bad-(\d+)$")
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be used: unreadable, or written by a different run."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint failed its check and was set aside; its simulation is recomputed."""
 
 
 def _is_key(x: Any) -> bool:
@@ -57,7 +74,7 @@ def _describe(obj: Any) -> str:
 
 def fingerprint(static: Any, *trees: Any) -> str:
     """SHA-256 of a static description and of every array leaf (shape, dtype and bytes)."""
-    h = hashlib.sha256(f"limitdyn-checkpoint-{FORMAT}|{_describe(static)}".encode())
+    h = hashlib.sha256(f"limitdyn-checkpoint-{_FINGERPRINT}|{_describe(static)}".encode())
     for tree in trees:
         leaves, treedef = jax.tree_util.tree_flatten(tree)
         h.update(str(treedef).encode())
@@ -68,60 +85,164 @@ def fingerprint(static: Any, *trees: Any) -> str:
     return h.hexdigest()
 
 
+def _content_hash(meta: np.ndarray, run_id: str, arrays: list[np.ndarray]) -> str:
+    """SHA-256 of everything a checkpoint holds: progress, fingerprint, every array."""
+    h = hashlib.sha256(b"limitdyn-checkpoint-content")
+    h.update(np.ascontiguousarray(meta, dtype=np.int64).tobytes())
+    h.update(run_id.encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"|{a.shape}{a.dtype.str}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def save(path: str, carry: Any, next_event: int, n_events: int, step: int, run_id: str) -> None:
     """Write the carry after ``next_event`` of ``n_events`` events, atomically."""
     leaves = jax.tree_util.tree_leaves(carry)
-    arrays = {f"leaf_{i}": _host(x) for i, x in enumerate(leaves)}
+    host = [_host(x) for x in leaves]
+    arrays = {f"leaf_{i}": a for i, a in enumerate(host)}
     meta = np.array([FORMAT, next_event, n_events, step], dtype=np.int64)
+    digest = _content_hash(meta, run_id, host)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, meta=meta, fingerprint=np.array(run_id), **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, meta=meta, fingerprint=np.array(run_id),
+                     content_sha256=np.array(digest), **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):   # the temporary file this call created
+            os.remove(tmp)
+        raise
+
+
+def _read(path: str) -> tuple[dict[str, int], str, list[np.ndarray]]:
+    """Progress, fingerprint and arrays of a checkpoint whose content hash checks out."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = np.asarray(data["meta"])
+            if meta.shape != (4,) or meta.dtype != np.int64:
+                raise ValueError(f"meta has shape {meta.shape} and dtype {meta.dtype}")
+            fmt, next_event, n_events, step = (int(v) for v in meta)
+            if fmt != FORMAT:
+                raise CheckpointError(f"checkpoint {path} has format {fmt}, this limitdyn "
+                                      f"reads {FORMAT}")
+            run_id = str(data["fingerprint"])
+            digest = str(data["content_sha256"])
+            names = sorted((f for f in data.files if f.startswith("leaf_")),
+                           key=lambda f: int(f[5:]))
+            if names != [f"leaf_{i}" for i in range(len(names))]:
+                raise ValueError("the state arrays are not numbered leaf_0 … leaf_n")
+            arrays = [data[f] for f in names]
+    except CheckpointError:
+        raise
+    except Exception as err:   # zip/npz/format errors of every kind mean "corrupt"
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: "
+                              f"{str(err)[:160]})") from None
+    if _content_hash(meta, run_id, arrays) != digest:
+        raise CheckpointError(f"checkpoint {path} fails its integrity check (content hash "
+                              "mismatch: the file was changed after it was written)")
+    if not 0 <= next_event <= n_events or step < 0:
+        raise CheckpointError(f"checkpoint {path} has impossible progress "
+                              f"{next_event}/{n_events} at step {step}")
+    return {"next_event": next_event, "n_events": n_events, "step": step}, run_id, arrays
 
 
 def peek(path: str) -> dict[str, int]:
-    """Progress stored in a checkpoint: next_event, n_events, step (CheckpointError if bad)."""
+    """Progress stored in a checkpoint: next_event, n_events, step (CheckpointError if the
+    file is unreadable or fails its integrity check)."""
+    return _read(path)[0]
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False        # this process is not writing it now
     try:
-        with np.load(path) as data:
-            fmt, next_event, n_events, step = (int(v) for v in data["meta"])
-    except Exception as err:   # zip/npz/format errors of every kind mean "corrupt"
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: "
-                              f"{err})") from None
-    if fmt != FORMAT:
-        raise CheckpointError(f"checkpoint {path} has format {fmt}, this limitdyn reads {FORMAT}")
-    return {"next_event": next_event, "n_events": n_events, "step": step}
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
-def load(path: str, template: Any, run_id: str) -> tuple[Any, int] | None:
+def _remove_stale_temporaries(path: str) -> None:
+    """``PATH.tmp-PID`` files a killed writer of this very checkpoint left (its process is
+    gone); names are matched literally, never as a pattern."""
+    directory, base = os.path.split(os.path.abspath(path))
+    prefix = base + ".tmp-"
+    try:
+        with os.scandir(directory) as it:
+            names = [e.name for e in it if e.name.startswith(prefix)
+                     and e.name[len(prefix):].isdigit() and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return
+    for name in names:
+        if not _pid_alive(int(name[len(prefix):])):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(directory, name))
+
+
+def _set_aside(path: str, reason: str, scope: _Scope) -> None:
+    """Move a failed checkpoint out of the way (never delete it) and report it."""
+    k = 1
+    while os.path.lexists(f"{path}.bad-{k}"):
+        k += 1
+    moved = f"{path}.bad-{k}"
+    if scope.register is not None:
+        scope.register(moved)
+    os.replace(path, moved)
+    record = {"file": path, "moved_to": moved, "reason": reason}
+    scope.set_aside.append(record)
+    if scope.on_set_aside is not None:
+        scope.on_set_aside(path, moved, reason)
+    warnings.warn(f"{reason}; set aside as {os.path.basename(moved)}, and this simulation "
+                  "is recomputed from the start", CheckpointWarning, stacklevel=3)
+
+
+def load(path: str, template: Any, run_id: str, *, heal: bool | None = None
+         ) -> tuple[Any, int] | None:
     """The carry and next event stored at ``path``; None when there is no checkpoint.
 
+    ``heal`` (default: True exactly for the paths :func:`auto_checkpoints` hands out): a
+    checkpoint that cannot be used is set aside and None returned, so the simulation starts
+    again; otherwise that raises.
+
     Raises:
-        CheckpointError: the file is unreadable or belongs to a different run.
+        CheckpointError: the file is unreadable, fails its integrity check or belongs to a
+            different run (unless healing).
     """
-    for stale in glob.glob(f"{glob.escape(path)}.tmp-*"):   # a write killed midway
-        with contextlib.suppress(OSError):
-            os.remove(stale)
-    if not os.path.exists(path):
+    scope = _SCOPE.get()
+    if heal is None:
+        heal = scope is not None and os.path.abspath(path) in scope.issued
+    if not (heal and scope is not None and scope.owned):
+        _remove_stale_temporaries(path)     # a run directory's own resume does it otherwise
+    if not os.path.lexists(path):
         return None
-    progress = peek(path)
-    leaves, treedef = jax.tree_util.tree_flatten(template)
     try:
-        with np.load(path) as data:
-            stored_id = str(data["fingerprint"])
-            arrays = [data[f"leaf_{i}"] for i in range(len(leaves))]
-    except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: "
-                              f"{err})") from None
-    if stored_id != run_id:
-        raise CheckpointError(f"checkpoint {path} was written by a different run (other "
-                              "problem, hyperparameters, seed, sizes or schedule); delete it "
-                              "or choose another checkpoint path")
+        if os.path.islink(path) or not os.path.isfile(path):
+            raise CheckpointError(f"checkpoint {path} is not a regular file")
+        progress, stored_id, arrays = _read(path)
+        leaves, treedef = jax.tree_util.tree_flatten(template)
+        if stored_id != run_id:
+            raise CheckpointError(f"checkpoint {path} was written by a different run (other "
+                                  "problem, hyperparameters, seed, sizes or schedule); delete "
+                                  "it or choose another checkpoint path")
+        if len(arrays) != len(leaves) or any(
+                a.shape != _host(like).shape or a.dtype != _host(like).dtype
+                for a, like in zip(arrays, leaves, strict=False)):
+            raise CheckpointError(f"checkpoint {path} does not match this run's state layout")
+        if progress["n_events"] <= 0 or progress["next_event"] > progress["n_events"]:
+            raise CheckpointError(f"checkpoint {path} has impossible progress")
+    except CheckpointError as err:
+        if not heal or scope is None:
+            raise
+        _set_aside(path, str(err), scope)
+        return None
     restored = []
     for array, like in zip(arrays, leaves, strict=True):
-        if array.shape != _host(like).shape or array.dtype != _host(like).dtype:
-            raise CheckpointError(f"checkpoint {path} does not match this run's state layout")
         value = (jax.random.wrap_key_data(array, impl=jax.random.key_impl(like))
                  if _is_key(like) else array)
         restored.append(jax.device_put(value, like.sharding))   # same placement as a fresh run
@@ -131,13 +252,21 @@ def load(path: str, template: Any, run_id: str) -> tuple[Any, int] | None:
 # --- automatic checkpoints for every simulation inside a scope (used by the CLI) ---------
 
 class _Scope:
-    def __init__(self, directory: str):
-        self.directory = directory
+    def __init__(self, directory: str, register: Callable[[str], Any] | None = None,
+                 on_set_aside: Callable[[str, str, str], Any] | None = None):
+        self.directory = os.path.abspath(directory)
         self.count = 0
+        self.issued: set[str] = set()
+        self.register, self.on_set_aside = register, on_set_aside
+        self.owned = register is not None    # a run directory cleans its own temporaries
+        self.set_aside: list[dict[str, str]] = []
 
     def next_path(self) -> str:
         path = os.path.join(self.directory, f"run-{self.count:03d}.npz")
         self.count += 1
+        if self.register is not None:    # recorded before anything is written there
+            self.register(path)
+        self.issued.add(path)
         return path
 
 
@@ -146,17 +275,24 @@ _SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("checkpoi
 
 
 @contextlib.contextmanager
-def auto_checkpoints(directory: str) -> Iterator[None]:
+def auto_checkpoints(directory: str, *, register: Callable[[str], Any] | None = None,
+                     on_set_aside: Callable[[str, str, str], Any] | None = None
+                     ) -> Iterator[_Scope]:
     """Inside this scope every ensemble run without its own ``checkpoint=`` is checkpointed
     to ``directory/run-NNN.npz``, numbered in call order.
 
     An experiment calls its simulations in a fixed order, so on resume call *n* finds its
-    own checkpoint again (the fingerprint refuses any other).
+    own checkpoint again (the fingerprint refuses any other, and a refused or damaged
+    checkpoint is set aside and its simulation recomputed). ``register(path)`` is called
+    before a file is first written in ``directory`` (a run directory records what it
+    writes); ``on_set_aside(path, moved_to, reason)`` when a checkpoint is set aside. Yields
+    the scope; its ``set_aside`` lists what was set aside.
     """
     os.makedirs(directory, exist_ok=True)
-    token = _SCOPE.set(_Scope(directory))
+    scope = _Scope(directory, register, on_set_aside)
+    token = _SCOPE.set(scope)
     try:
-        yield
+        yield scope
     finally:
         _SCOPE.reset(token)
 
@@ -183,11 +319,24 @@ def resolve(checkpoint: str | os.PathLike | None) -> str | None:
 
 
 def progress_of(directory: str) -> list[dict[str, Any]]:
-    """Progress of every checkpoint in a directory (for ``limitdyn show``)."""
+    """Progress of every checkpoint in a directory (for ``limitdyn show``).
+
+    Files are found by listing the directory and matching names (never a glob pattern, so a
+    directory named ``r[ab]`` does not read ``ra``). A checkpoint that fails its check has
+    an ``error``; one set aside earlier (``run-NNN.npz.bad-K``) has ``set_aside``.
+    """
+    try:
+        with os.scandir(directory) as it:
+            names = [e.name for e in it if e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
     out = []
-    for path in sorted(glob.glob(os.path.join(directory, "run-*.npz"))):
-        try:
-            out.append({"file": os.path.basename(path)} | peek(path))
-        except CheckpointError as err:
-            out.append({"file": os.path.basename(path), "error": str(err)})
+    for name in sorted(names):
+        if _RUN_FILE.match(name):
+            try:
+                out.append({"file": name} | peek(os.path.join(directory, name)))
+            except CheckpointError as err:
+                out.append({"file": name, "error": str(err)})
+        elif _SET_ASIDE.match(name):
+            out.append({"file": name, "set_aside": True})
     return out

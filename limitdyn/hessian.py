@@ -7,8 +7,11 @@ compiled function serves every batch of the same shape. The Hessian is never for
 * :func:`hvp` — Hessian-vector product, forward-over-reverse (``jax.jvp`` of ``jax.grad``;
   Pearlmutter 1994), one gradient's cost times ~2;
 * :func:`power_iteration` — the eigenvalue of largest *magnitude* and its vector;
-* :func:`lanczos` — the top-k *algebraic* eigenpairs by Lanczos with full
-  reorthogonalisation (Golub & Van Loan §10.1; reorthogonalised twice, "twice is enough");
+* :func:`lanczos` — the top-k *algebraic* eigenpairs (negative ones included) by Lanczos
+  with full reorthogonalisation (Golub & Van Loan §10.1; reorthogonalised twice, "twice is
+  enough"), restarted with locking and deflation until every one of the k Ritz pairs has
+  converged to a stated residual tolerance — so repeated eigenvalues appear with their
+  multiplicity — or warning (:class:`LanczosWarning`) which pairs did not;
 * :func:`hutchinson_trace` — tr H = E[zᵀHz] for Rademacher z (Hutchinson 1990), with its
   standard error;
 * :func:`sharpness` — λᴴ = the largest algebraic eigenvalue (Lanczos, k = 1);
@@ -23,6 +26,7 @@ user's own ``jit``/``vmap``/``scan`` (the training loop of :mod:`limitdyn.nn` ca
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -36,8 +40,12 @@ from . import _checks
 PyTree = Any
 LossFn = Callable[..., jax.Array]
 
-__all__ = ["Eig", "Trace", "dense_hessian", "hutchinson_trace", "hvp", "lanczos",
-           "power_iteration", "sharpness"]
+__all__ = ["Eig", "LanczosWarning", "Trace", "dense_hessian", "hutchinson_trace", "hvp",
+           "lanczos", "power_iteration", "sharpness"]
+
+
+class LanczosWarning(UserWarning):
+    """:func:`lanczos` stopped before every requested Ritz pair converged."""
 
 
 class Eig(NamedTuple):
@@ -107,7 +115,12 @@ def power_iteration_impl(loss_fn: LossFn, n_iter: int, params: PyTree, args: tup
 
 def lanczos_impl(loss_fn: LossFn, n_iter: int, k: int, params: PyTree, args: tuple,
                  key: jax.Array, v0: jax.Array | None = None) -> Eig:
-    """Lanczos with full reorthogonalisation: top-k algebraic Ritz pairs of an m-step run.
+    """Lanczos with full reorthogonalisation: top-k algebraic Ritz pairs of *one* m-step run.
+
+    A fixed amount of work, for use inside a jitted/vmapped loop (warm-started sharpness
+    tracking). It neither restarts nor checks convergence, and one Krylov space holds one
+    direction of each eigenspace, so a repeated eigenvalue may appear once; the public
+    :func:`lanczos` restarts and locks until the pairs converge.
 
     Recurrence Hq_j = β_{j−1}q_{j−1} + α_j q_j + β_j q_{j+1}; every new vector is
     orthogonalised twice against all previous ones (classical Gram–Schmidt, twice), so the
@@ -153,6 +166,75 @@ def lanczos_impl(loss_fn: LossFn, n_iter: int, k: int, params: PyTree, args: tup
     return Eig(theta, jax.vmap(unravel)(vecs), residuals)
 
 
+def _thick_impl(loss_fn: LossFn, m: int, params: PyTree, args: tuple, key: jax.Array,
+                keep: jax.Array, keep_h: jax.Array, n_keep: jax.Array, expand: jax.Array,
+                locked: jax.Array):
+    """One cycle of thick-restarted Lanczos in the complement of ``locked``.
+
+    The basis starts with the ``n_keep`` kept Ritz vectors (rows of ``keep``, their images
+    H·y in ``keep_h``) and the expansion vector, and grows by Lanczos steps with full
+    reorthogonalisation (against the basis and the rows of ``locked``; zero rows count for
+    nothing) to m vectors. Rayleigh–Ritz on the whole basis (T = VᵀHV from the stored
+    images) gives m Ritz pairs in decreasing order, their images, their residual norms
+    ‖Hy − θy‖, and the next expansion vector (the (m+1)-th basis vector).
+    """
+    mv, _ = _flat_hvp(loss_fn, params, args)
+    flat = ravel_pytree(params)[0]
+    n, dtype = flat.size, flat.dtype
+    eps, tiny = jnp.finfo(dtype).eps, jnp.finfo(dtype).tiny
+
+    def mm(a, b):           # full precision (no TF32) for the basis algebra
+        return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+    def project(w, basis):
+        for _ in range(2):                          # twice is enough
+            w = w - mm(locked.T, mm(locked, w))
+            w = w - mm(basis.T, mm(basis, w))
+        return w
+
+    def put(buf, row, i):
+        return jax.lax.dynamic_update_slice(buf, row[None].astype(buf.dtype),
+                                            (jnp.asarray(i, jnp.int32), jnp.int32(0)))
+
+    rows = jnp.arange(m + 1)[:, None]
+    basis = jnp.zeros((m + 1, n), dtype).at[:m].set(jnp.where(rows[:m] < n_keep, keep, 0))
+    images = jnp.where(rows[:m] < n_keep, keep_h, 0).astype(dtype)
+    q = project(expand.astype(dtype), basis)
+    fresh = project(jax.random.normal(jax.random.fold_in(key, m + 1), (n,), dtype), basis)
+    q = jnp.where(jnp.linalg.norm(q) > 100 * eps, q, fresh)
+    basis = put(basis, q / jnp.maximum(jnp.linalg.norm(q), tiny), n_keep)
+
+    def body(j, carry):
+        basis, images, scale = carry
+        w = mv(basis[j])
+        images = put(images, w, j)
+        a = basis[j] @ w
+        w = project(w, basis)
+        b = jnp.linalg.norm(w)
+        scale = jnp.maximum(scale, jnp.abs(a) + b)
+        broke = b <= 100 * eps * scale
+        r = project(jax.random.normal(jax.random.fold_in(key, j), (n,), dtype), basis)
+        nxt = jnp.where(broke, r / jnp.maximum(jnp.linalg.norm(r), tiny),
+                        w / jnp.where(broke, 1.0, b))
+        return put(basis, nxt, j + 1), images, scale
+
+    basis, images, _ = jax.lax.fori_loop(n_keep, m, body,
+                                         (basis, images, jnp.zeros((), dtype)))
+    V = basis[:m]
+    T = mm(V, images.T)
+    theta, S = jnp.linalg.eigh((T + T.T) / 2)
+    theta, S = theta[::-1], S[:, ::-1]
+    Y, HY = mm(S.T, V), mm(S.T, images)
+    residuals = jnp.linalg.norm(HY - theta[:, None] * Y, axis=1)
+    return theta, Y, HY, residuals, basis[m]
+
+
+def _true_residuals_impl(loss_fn: LossFn, params: PyTree, args: tuple, vecs: jax.Array,
+                         values: jax.Array) -> jax.Array:
+    mv, _ = _flat_hvp(loss_fn, params, args)
+    return jnp.linalg.norm(jax.vmap(mv)(vecs) - values[:, None] * vecs, axis=1)
+
+
 def hutchinson_impl(loss_fn: LossFn, n_samples: int, params: PyTree, args: tuple,
                     key: jax.Array, batch_size: int | None = None) -> Trace:
     """Mean and standard error of zᵀHz over ``n_samples`` Rademacher vectors z."""
@@ -170,6 +252,8 @@ def hutchinson_impl(loss_fn: LossFn, n_samples: int, params: PyTree, args: tuple
 
 _power_jit = jax.jit(power_iteration_impl, static_argnums=(0, 1))
 _lanczos_jit = jax.jit(lanczos_impl, static_argnums=(0, 1, 2))
+_thick_jit = jax.jit(_thick_impl, static_argnums=(0, 1))
+_residuals_jit = jax.jit(_true_residuals_impl, static_argnums=(0,))
 _hutchinson_jit = jax.jit(hutchinson_impl, static_argnums=(0, 1, 5))
 _hvp_jit = jax.jit(hvp_impl, static_argnums=(0,))
 
@@ -235,27 +319,129 @@ def power_iteration(loss_fn: LossFn, params: PyTree, *args, key: Any = 0, n_iter
 
 
 def lanczos(loss_fn: LossFn, params: PyTree, *args, key: Any = 0, k: int = 1,
-            n_iter: int = 30, v0: Any = None) -> Eig:
-    """The top-``k`` algebraic eigenpairs of H = ∇²loss_fn(params, *args) by Lanczos.
+            n_iter: int = 30, v0: Any = None, tol: float | None = None,
+            max_restarts: int = 20) -> Eig:
+    """The top-``k`` algebraic eigenpairs of H = ∇²loss_fn(params, *args) by restarted Lanczos.
 
-    ``n_iter`` = m Lanczos steps (k <= m <= P, the number of parameters; m = P gives the
-    whole spectrum to roundoff), full reorthogonalisation; start vector ``v0`` or random from
-    ``key``. Values in decreasing order; ``residuals`` bound each Ritz value's error
-    (|λ − θ_i| <= residual_i).
+    Each run is ``n_iter`` = m Lanczos steps (k <= m <= P, the number of parameters) with
+    full reorthogonalisation, in the orthogonal complement of the pairs already *locked*.
+    A Ritz pair is converged, and locked, when its true residual ‖Hq − θq‖ <= ``tol`` · ‖H‖
+    (‖H‖ estimated by the largest |Ritz value| seen; ``tol`` defaults to √eps of the
+    parameters' dtype: 1.5e-8 in float64, 3.5e-4 in float32); then |λ − θ| <= residual for
+    an eigenvalue λ. The next run starts from the unconverged Ritz vectors plus a fresh
+    random vector, so a second copy of a repeated eigenvalue — invisible to a single Krylov
+    space — is found in the complement of the first. Once k pairs are locked, a run from a
+    fresh random start in their complement checks that nothing above the k-th is left out.
+    Negative eigenvalues (saddles) are found like any other when they are among the top k.
+
+    Stops after ``max_restarts`` restarts; if any of the k pairs has not converged by then,
+    a :class:`LanczosWarning` names them with their residuals (raise ``n_iter`` or
+    ``max_restarts``). The first run starts from ``v0`` (a pytree like params or a flat
+    vector) or a random vector drawn from ``key``. Values in decreasing order; ``residuals``
+    are the true residual norms, each bounding its value's error.
     """
     n = _check(loss_fn, params)
     k = _checks.integer("k", k, low=1)
     n_iter = _checks.integer("n_iter", n_iter, low=1)
+    max_restarts = _checks.integer("max_restarts", max_restarts, low=0)
     if not k <= n_iter <= n:
         raise ValueError(f"lanczos needs k <= n_iter <= number of parameters ({n}), got "
                          f"k={k}, n_iter={n_iter}")
-    return _lanczos_jit(loss_fn, n_iter, k, params, args, _check_key(key),
-                        _check_v0(v0, params, n))
+    dtype = _dtype(params)
+    if tol is None:
+        tol = float(np.sqrt(np.finfo(dtype).eps))
+    elif (isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating))
+          or not 0 < float(tol) < 1):
+        raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
+    tol = float(tol)
+    key = _check_key(key)
+    v0 = _check_v0(v0, params, n)
+    return _restarted_lanczos(loss_fn, params, args, key, k, n_iter, v0, tol, max_restarts,
+                              n, dtype)
+
+
+def _restarted_lanczos(loss_fn, params, args, key, k, n_iter, v0, tol, max_restarts, n,
+                       dtype) -> Eig:
+    """Thick-restarted Lanczos with locking (see :func:`lanczos`)."""
+    vals: list[float] = []                   # the locked pairs, in decreasing order
+    vecs: list[jax.Array] = []
+    scale = 0.0
+    kept_y = kept_hy = None                  # Ritz vectors (and images) kept over a restart
+    expand = v0.astype(dtype) if v0 is not None else None
+    last = None
+    converged = False
+    for cycle in range(max_restarts + 1):
+        sub = jax.random.fold_in(key, cycle)
+        m = min(n_iter, n - len(vecs))       # the basis lives in the complement of the locked
+        if m < 1:
+            converged = True
+            break
+        if expand is None:                   # a fresh random start
+            expand = jax.random.normal(jax.random.fold_in(sub, 1 << 20), (n,), dtype)
+            kept_y = kept_hy = None
+        n_keep = 0 if kept_y is None else min(kept_y.shape[0], m - 1)
+        keep = jnp.zeros((m, n), dtype)
+        keep_h = jnp.zeros((m, n), dtype)
+        if n_keep:
+            keep = keep.at[:n_keep].set(kept_y[:n_keep])
+            keep_h = keep_h.at[:n_keep].set(kept_hy[:n_keep])
+        locked = jnp.zeros((k, n), dtype)
+        if vecs:
+            locked = locked.at[:len(vecs)].set(jnp.stack(vecs))
+        theta, Y, HY, rr, nxt = _thick_jit(loss_fn, m, params, args, sub, keep, keep_h,
+                                           jnp.int32(n_keep), expand, locked)
+        theta, rr = np.asarray(theta, np.float64), np.asarray(rr, np.float64)
+        scale = max(scale, float(np.max(np.abs(theta), initial=0.0)),
+                    max((abs(v) for v in vals), default=0.0))
+        bound = tol * scale if scale > 0 else float(np.finfo(dtype).tiny)
+        floor = vals[-1] if len(vals) == k else -np.inf
+        accepted = [j for j in range(min(m, k)) if rr[j] <= bound and theta[j] > floor + bound]
+        last = (theta, Y, rr, set(accepted))
+        if len(vals) == k and not accepted and theta[0] <= floor + bound:
+            converged = True     # nothing above the k-th locked value outside the locked ones
+            break
+        for j in accepted:
+            vals.append(float(theta[j]))
+            vecs.append(Y[j])
+        order = sorted(range(len(vals)), key=lambda i: -vals[i])[:k]
+        vals, vecs = [vals[i] for i in order], [vecs[i] for i in order]
+        if len(vals) == k and accepted:
+            expand = None        # all k locked: check their complement from a fresh start
+            continue
+        p = max(1, min(m // 2, max(2 * k, k + 5)))    # Ritz vectors kept over the restart
+        rest = jnp.asarray([j for j in range(m) if j not in accepted][:p], jnp.int32)
+        kept_y, kept_hy, expand = Y[rest], HY[rest], nxt
+    unconverged = []
+    if not converged:
+        pool = [(vals[i], vecs[i], True) for i in range(len(vals))]
+        if last is not None:     # the best unconverged pairs of the last cycle fill the rest
+            theta, Y, rr, taken = last
+            pool += [(float(theta[j]), Y[j], False) for j in range(len(theta)) if j not in taken]
+        pool = sorted(pool, key=lambda t: -t[0])[:k]
+        vals, vecs = [t[0] for t in pool], [t[1] for t in pool]
+        unconverged = [i for i, t in enumerate(pool) if not t[2]]
+    values = jnp.asarray(np.array(vals), dtype)
+    stacked = jnp.stack(vecs).astype(dtype)
+    residuals = _residuals_jit(loss_fn, params, args, stacked, values)
+    if unconverged:
+        rr = np.asarray(residuals)
+        listed = ", ".join(f"#{i + 1} (θ={vals[i]:.6g}, residual {rr[i]:.2g})"
+                           for i in unconverged[:6])
+        hint = ("; on a GPU, TF32 matmuls limit float32 residuals to ~1e-3·‖H‖: set "
+                "jax_default_matmul_precision='highest' or raise tol"
+                if jax.default_backend() == "gpu" and dtype == jnp.float32 else "")
+        warnings.warn(f"lanczos: {len(unconverged)} of the top-{k} Ritz pairs did not converge "
+                      f"to a residual <= {tol:.2g}·‖H‖ (≈ {tol * scale:.2g}) after "
+                      f"{max_restarts + 1} cycles of {n_iter} steps: {listed}; raise n_iter "
+                      f"or max_restarts{hint}", LanczosWarning, stacklevel=3)
+    _, unravel = ravel_pytree(params)
+    return Eig(values, jax.vmap(unravel)(stacked), residuals)
 
 
 def sharpness(loss_fn: LossFn, params: PyTree, *args, key: Any = 0, n_iter: int = 30,
               v0: Any = None) -> jax.Array:
-    """Sharpness λᴴ: the largest algebraic Hessian eigenvalue (Lanczos, k = 1; theory.md §7)."""
+    """Sharpness λᴴ: the largest algebraic Hessian eigenvalue (:func:`lanczos`, k = 1, to
+    its residual tolerance; theory.md §7)."""
     n = _check(loss_fn, params)
     n_iter = min(_checks.integer("n_iter", n_iter, low=1), n)
     return lanczos(loss_fn, params, *args, key=key, k=1, n_iter=n_iter, v0=v0).values[0]

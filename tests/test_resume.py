@@ -165,7 +165,7 @@ def test_show_tells_complete_partial_and_corrupt_directories_apart(quick_validat
 
 @pytest.mark.parametrize("argv,message", [
     (["run", "--resume", "DIR", "--seed", "3"], "drop --seed"),
-    (["run", "--resume", "DIR", "--set", "lr=0.1"], "drop --set"),
+    (["run", "--resume", "DIR", "--set", "lr=0.05"], "drop --set"),
     (["run", "diffusion", "--resume", "DIR"], "is a run of 'validate', not 'diffusion'"),
 ])
 def test_resume_usage_errors(argv, message, quick_validate, capsys):
@@ -246,6 +246,15 @@ def test_atomic_writes_leave_no_partial_file_behind(tmp_path, monkeypatch):
         io._atomic(run_dir.path("report.md"), torn)
     assert (tmp_path / "run" / "report.md").read_text() == "first"   # old content intact
     assert not [p for p in os.listdir(tmp_path / "run") if ".tmp-" in p]
-    (tmp_path / "run" / "data.npz.tmp-999").write_text("left by a kill -9")
-    io.RunDirectory(str(tmp_path / "run"), resume=True)                # cleans stale temps
-    assert not [p for p in os.listdir(tmp_path / "run") if ".tmp-" in p]
+    run_dir.path("data.npz")          # recorded before it is written, as commit() does
+    run_dir.close()
+    # A kill -9 leaves temporary files of its writer; resume removes those, and only those.
+    writer = run_dir.ledger["writers"][0]
+    (tmp_path / "run" / f"data.npz.tmp-{writer}").write_text("left by a kill -9")
+    (tmp_path / "run" / f"report.md.tmp-{writer}").write_text("left by a kill -9")
+    (tmp_path / "run" / "data.npz.tmp-99999999").write_text("not a writer of this run")
+    (tmp_path / "run" / f"notes.txt.tmp-{writer}").write_text("the user's")
+    resumed = io.RunDirectory(str(tmp_path / "run"), resume=True)      # cleans stale temps
+    resumed.close()
+    left = sorted(p for p in os.listdir(tmp_path / "run") if ".tmp-" in p)
+    assert left == ["data.npz.tmp-99999999", f"notes.txt.tmp-{writer}"]
