@@ -251,10 +251,15 @@ def load(path: str, template: Any, run_id: str, *, heal: bool | None = None
 
 # --- automatic checkpoints for every simulation inside a scope (used by the CLI) ---------
 
+DEFAULT_EVERY = 60.0     # seconds between timed checkpoints
+
+
 class _Scope:
     def __init__(self, directory: str, register: Callable[[str], Any] | None = None,
-                 on_set_aside: Callable[[str, str, str], Any] | None = None):
+                 on_set_aside: Callable[[str, str, str], Any] | None = None,
+                 every: float | None = None):
         self.directory = os.path.abspath(directory)
+        self.every = every
         self.count = 0
         self.issued: set[str] = set()
         self.register, self.on_set_aside = register, on_set_aside
@@ -276,8 +281,8 @@ _SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("checkpoi
 
 @contextlib.contextmanager
 def auto_checkpoints(directory: str, *, register: Callable[[str], Any] | None = None,
-                     on_set_aside: Callable[[str, str, str], Any] | None = None
-                     ) -> Iterator[_Scope]:
+                     on_set_aside: Callable[[str, str, str], Any] | None = None,
+                     every: float | None = None) -> Iterator[_Scope]:
     """Inside this scope every ensemble run without its own ``checkpoint=`` is checkpointed
     to ``directory/run-NNN.npz``, numbered in call order.
 
@@ -286,10 +291,11 @@ def auto_checkpoints(directory: str, *, register: Callable[[str], Any] | None = 
     checkpoint is set aside and its simulation recomputed). ``register(path)`` is called
     before a file is first written in ``directory`` (a run directory records what it
     writes); ``on_set_aside(path, moved_to, reason)`` when a checkpoint is set aside. Yields
-    the scope; its ``set_aside`` lists what was set aside.
+    the scope; its ``set_aside`` lists what was set aside. ``every``: seconds between timed
+    checkpoints of the simulations inside (default :data:`DEFAULT_EVERY`; 0: every chunk).
     """
     os.makedirs(directory, exist_ok=True)
-    scope = _Scope(directory, register, on_set_aside)
+    scope = _Scope(directory, register, on_set_aside, every)
     token = _SCOPE.set(scope)
     try:
         yield scope
@@ -316,6 +322,91 @@ def resolve(checkpoint: str | os.PathLike | None) -> str | None:
         return path
     scope = _SCOPE.get()
     return None if scope is None else scope.next_path()
+
+
+def interval(every: float | None) -> float:
+    """Seconds between timed checkpoints: the caller's, the scope's, or the default."""
+    if every is None:
+        scope = _SCOPE.get()
+        every = scope.every if scope is not None and scope.every is not None else DEFAULT_EVERY
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
+        raise ValueError(f"checkpoint_every must be a number of seconds >= 0, got {every!r}")
+    return float(every)
+
+
+class StopRequest:
+    """SIGINT/SIGTERM handling for checkpointed runs.
+
+    Installed for a whole command-line run (and by every checkpointed simulation that runs
+    outside one). While a simulation's kernel loop runs (:func:`deferred_stop`), a signal is
+    only noted: the kernel call in flight finishes, the checkpoint is written, and then the
+    run stops — KeyboardInterrupt for SIGINT, SystemExit(128 + 15) for SIGTERM — so a resume
+    continues from that moment, not from the last timed save. Outside a kernel loop (theory,
+    figures) the signal stops the run at once. A second signal always stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.deferring = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self._old[sig] = signal.signal(sig, self._note)
+                except (ValueError, OSError):       # not allowed here: leave it
+                    pass
+        token = _STOP.set(self)
+        self._token = token
+        return self
+
+    def _note(self, signum, frame) -> None:
+        first = self.signum is None
+        self.signum = signum
+        if not first or not self.deferring:
+            self.raise_now()
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+        _STOP.reset(self._token)
+
+    def raise_now(self) -> None:
+        import signal
+
+        if self.signum == signal.SIGTERM:
+            raise SystemExit(128 + signal.SIGTERM)
+        raise KeyboardInterrupt
+
+
+_STOP: contextvars.ContextVar[StopRequest | None] = contextvars.ContextVar("limitdyn_stop",
+                                                                          default=None)
+
+
+@contextlib.contextmanager
+def deferred_stop() -> Iterator[StopRequest]:
+    """Inside: signals are noted, not raised (the caller checks ``signum`` between kernel
+    calls and calls ``raise_now`` after saving). Uses the run's :class:`StopRequest` when
+    one is installed, else installs one for the block."""
+    current = _STOP.get()
+    if current is None:
+        with StopRequest() as req:
+            req.deferring = True
+            yield req
+        return
+    previous = current.deferring
+    current.deferring = True
+    try:
+        yield current
+    finally:
+        current.deferring = previous
 
 
 def progress_of(directory: str) -> list[dict[str, Any]]:

@@ -123,6 +123,9 @@ def _parser(help_for: str | None = None) -> argparse.ArgumentParser:
                      "--out DIR (only the files it lists in DIR/.limitdyn-run; a directory "
                      "without that marker is refused)")
     run.add_argument("--quiet", action="store_true", help="no progress or tables on stdout")
+    run.add_argument("--checkpoint-every", metavar="SECONDS", type=float, default=None,
+                     help="seconds between checkpoints of each simulation (default 60; 0: "
+                          "after every chunk); SIGINT/SIGTERM always checkpoint before exiting")
     run.add_argument("--prng", choices=_PRNGS, default=None,
                      help="PRNG implementation (default threefry2x32: JAX's default, and the "
                      "fastest here with limitdyn's fused generator; see benchmarks/README.md)")
@@ -282,6 +285,10 @@ def _run(args) -> int:
     from . import experiments
     from .checkpoint import auto_checkpoints
 
+    every = getattr(args, "checkpoint_every", None)
+    if every is not None and not (every >= 0 and every != float("inf")):
+        raise UsageError(f"limitdyn: --checkpoint-every must be a number of seconds >= 0, got "
+                         f"{every}")
     distributed = _start_distributed(args)
     if not distributed:
         # every core: one XLA host device per core, unless the user chose (limitdyn._devices)
@@ -335,6 +342,8 @@ def _run(args) -> int:
 
 def _execute(args, exp, cfg, seed, quick, prng, run_dir, distributed, writer, say,
              experiments, auto_checkpoints) -> int:
+    from .checkpoint import StopRequest
+
     out = run_dir.target
 
     def set_aside(path: str, moved: str, reason: str) -> None:
@@ -352,7 +361,8 @@ def _execute(args, exp, cfg, seed, quick, prng, run_dir, distributed, writer, sa
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CheckpointWarning)    # reported above
                 with auto_checkpoints(run_dir.checkpoints, register=run_dir.register,
-                                      on_set_aside=set_aside):
+                                      on_set_aside=set_aside, every=args.checkpoint_every), \
+                        StopRequest():    # SIGTERM/SIGINT: checkpoint, then stop
                     title, intro = exp.run(cfg, ctx)
     except BaseException as err:
         kept = [f for f in run_dir.ledger.get("files", [])

@@ -712,15 +712,40 @@ def inspect(path: str) -> RunStatus:
         head = f"partial (being written now by process {running})"
     else:
         head = "partial (resumable)"
+    newest = _newest_checkpoint_age(os.path.join(path, CHECKPOINTS), live)
     detail = (f"{head}: {done} simulation(s) finished"
               + (f", simulation {len(live) - 1} at step {live[-1]['step']}"
                  if live and "error" not in live[-1] and done < len(live) else "")
+              + (f"; newest checkpoint written {_age_text(newest)} ago" if newest is not None
+                 else "")
               + (f"; {len(bad)} checkpoint(s) fail their check and will be set aside and "
                  "recomputed" if bad else "")
               + ("" if running is not None else
                  f"; continue with `limitdyn run --resume {where}`"))
     return RunStatus("partial", detail, manifest, checkpoints=progress, running=running,
                      set_aside=set_aside, marked=marked)
+
+
+def _newest_checkpoint_age(directory: str, live: list[dict]) -> float | None:
+    """Seconds since the newest checkpoint file of the run was written (None: none)."""
+    times = []
+    for p in live:
+        try:
+            st = os.lstat(os.path.join(directory, p["file"]))
+        except (OSError, KeyError, TypeError):
+            continue
+        times.append(st.st_mtime)
+    return None if not times else max(0.0, time.time() - max(times))
+
+
+def _age_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def read_summary(path: str) -> dict[str, Any]:

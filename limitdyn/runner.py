@@ -22,6 +22,7 @@ that event on. Events are the recorded, window and trace steps and the chunk end
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -69,6 +70,7 @@ class Plan:
     chunk_ends: np.ndarray         # event indices (exclusive) at which chunks end
     tables: tuple                  # one dict of (E,) arrays per observer
     loss_at: np.ndarray            # (E,) bool: events at which the loss is evaluated
+    n_events: int = 0              # the real events (the tables are padded beyond them)
 
 
 def make_plan(n_steps: int, obs: tuple, n_chunks: int, max_loss: float | None = None,
@@ -88,10 +90,11 @@ def make_plan(n_steps: int, obs: tuple, n_chunks: int, max_loss: float | None = 
         np.zeros(events.shape, bool)
     # Pad the event tables to a bucketed length (never executed: chunks stop at the real
     # ones), so that a run of another length usually reuses the compiled kernel.
-    pad = bucket(len(events)) - len(events)
+    n_real = len(events)
+    pad = bucket(n_real) - n_real
     events = np.concatenate([events, np.full(pad, events[-1])])
     tables = jax.tree_util.tree_map(lambda a: _pad(a, pad), tables)
-    return Plan(n_steps, events, chunk_ends, tables, _pad(loss_at, pad))
+    return Plan(n_steps, events, chunk_ends, tables, _pad(loss_at, pad), n_real)
 
 
 def bucket(n: int) -> int:
@@ -323,20 +326,83 @@ class Outcome(NamedTuple):
     timings: dict[str, float]
 
 
+CALL_SECONDS = 2.0     # a checkpointed run's kernel calls last about this long
+
+
+def _next_stop(plan: Plan, first: int, n_events: int, step: int, per_step: float | None,
+               split: bool) -> int:
+    """The event the next kernel call runs to: the next planned chunk end, or — for a
+    checkpointed run — earlier, so that a call lasts about :data:`CALL_SECONDS` (a signal
+    is then answered, and the state saved, within seconds; a first call of one event
+    measures the speed)."""
+    planned = int(plan.chunk_ends[np.searchsorted(plan.chunk_ends, first, side="right")])
+    planned = min(planned, n_events)
+    if not split:
+        return planned
+    if per_step is None:
+        return min(first + 1, planned)
+    target = step + max(1, int(CALL_SECONDS / max(per_step, 1e-9)))
+    stop = int(np.searchsorted(plan.event_steps[:n_events], target, side="right"))
+    return max(first + 1, min(stop, planned))
+
+
+def _run_chunks(static, carry, params, traj_keys, obs_arrays, events, tables, loss_at,
+                loss_bound, plan, first, n_events, placement, checkpoint, checkpoint_every,
+                run_id, stop_req, progress, description):
+    """Compile (cached) and run the kernel from event ``first`` to the end in calls,
+    checkpointing when due; returns (carry, compile seconds, start of the run clock)."""
+    zero = jnp.zeros((), jnp.int32)
+    run, compile_seconds = _compiled(
+        "advance", _advance, static,
+        (carry, params, traj_keys, obs_arrays, events, tables, loss_at, loss_bound, zero,
+         zero),
+        out_shardings=placement)
+    t0 = time.perf_counter()
+    every = None if checkpoint is None else ckpt.interval(checkpoint_every)
+    with tqdm(total=int(plan.event_steps[n_events - 1]), initial=int(carry.step),
+              disable=not progress, unit="step", desc=description, leave=False) as bar:
+        last_save, per_step = time.perf_counter(), None
+        while first < n_events:
+            stop = _next_stop(plan, first, n_events, int(carry.step), per_step,
+                              split=every is not None and every > 0)
+            t_call, step_before = time.perf_counter(), int(carry.step)
+            carry = run(carry, params, traj_keys, obs_arrays, events, tables, loss_at,
+                        loss_bound, jnp.int32(first), jnp.int32(stop))
+            jax.block_until_ready(carry.step)
+            advanced = int(carry.step) - step_before
+            if advanced > 0:
+                per_step = (time.perf_counter() - t_call) / advanced
+            first = int(stop)
+            now = time.perf_counter()
+            stopping = stop_req is not None and stop_req.signum is not None
+            if checkpoint is not None and (first >= n_events or stopping or every == 0
+                                           or now - last_save >= every):
+                ckpt.save(checkpoint, carry, first, n_events, int(carry.step), run_id)
+                last_save = time.perf_counter()
+            bar.update(int(carry.step) - bar.n)
+            if stopping:
+                stop_req.raise_now()
+    return carry, compile_seconds, t0
+
+
 def run_ensemble(dynamics: Any, params: Any, key: jax.Array, theta0: jax.Array,
                  v0: jax.Array, plan: Plan, obs: tuple, *, streams: np.ndarray | None = None,
                  max_loss: float | None = None, progress: bool, description: str,
-                 checkpoint: str | None = None, mesh: Mesh | None = None) -> Outcome:
+                 checkpoint: str | None = None, checkpoint_every: float | None = None,
+                 mesh: Mesh | None = None) -> Outcome:
     """Run ``dynamics`` over the whole plan, feeding the observers ``obs``.
 
-    With ``checkpoint`` (a file path) the carry is saved atomically after every chunk and,
-    when the file already holds this run's state, the run continues from it
-    (:mod:`limitdyn.checkpoint`). With a ``mesh`` every per-trajectory array is sharded
+    With ``checkpoint`` (a file path) the carry is saved atomically every
+    ``checkpoint_every`` seconds (default 60, :func:`limitdyn.checkpoint.interval`; 0: after
+    every chunk), at the end, and when SIGINT or SIGTERM arrives (after the kernel call in
+    flight, which lasts about :data:`CALL_SECONDS`); when the file already holds this run's
+    state, the run continues from it (:mod:`limitdyn.checkpoint`). With a ``mesh`` every
+    per-trajectory array is sharded
     along its trajectory axis; the statistics are sums over trajectories, which XLA
     reduces across devices inside the kernel, and come back replicated.
     """
     n_traj = theta0.shape[0]
-    n_events = len(plan.event_steps)
+    n_events = plan.n_events
     streams_arr = jnp.arange(n_traj) if streams is None else jnp.asarray(streams, jnp.int32)
     use_loss = bool(plan.loss_at.any())
     static = (dynamics, obs, use_loss)
@@ -371,26 +437,16 @@ def run_ensemble(dynamics: Any, params: Any, key: jax.Array, theta0: jax.Array,
     loss_bound = None if max_loss is None else jnp.asarray(max_loss, theta0.dtype)
     compile_seconds = 0.0
     t0 = time.perf_counter()
-    if first < n_events:   # a finished checkpoint needs no kernel at all
-        zero = jnp.zeros((), jnp.int32)
-        run, compile_seconds = _compiled(
-            "advance", _advance, static,
-            (carry, params, traj_keys, obs_arrays, events, tables, loss_at, loss_bound, zero,
-             zero),
-            out_shardings=placement)
-        t0 = time.perf_counter()
-        with tqdm(total=int(plan.event_steps[-1]), initial=int(carry.step),
-                  disable=not progress, unit="step", desc=description, leave=False) as bar:
-            for stop in plan.chunk_ends:
-                if stop <= first:
-                    continue
-                carry = run(carry, params, traj_keys, obs_arrays, events, tables, loss_at,
-                            loss_bound, jnp.int32(first), jnp.int32(stop))
-                jax.block_until_ready(carry.step)
-                if checkpoint is not None:
-                    ckpt.save(checkpoint, carry, int(stop), n_events, int(carry.step), run_id)
-                bar.update(int(carry.step) - bar.n)
-                first = int(stop)
+    # A signal from here on (compilation included) is answered after the next kernel call
+    # by a checkpoint and a stop; outside simulations it stops at once.
+    stop_request = ckpt.deferred_stop() if checkpoint is not None else \
+        contextlib.nullcontext()
+    with stop_request as stop_req:
+        if first < n_events:   # a finished checkpoint needs no kernel at all
+            carry, compile_seconds, t0 = _run_chunks(
+                static, carry, params, traj_keys, obs_arrays, events, tables, loss_at,
+                loss_bound, plan, first, n_events, placement, checkpoint, checkpoint_every,
+                run_id, stop_req, progress, description)
     run_seconds = time.perf_counter() - t0
     if mesh is not None:   # every process gets every statistic and every trajectory
         carry = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))(carry)
@@ -405,7 +461,8 @@ def run(dynamics: Any, params: Any, key: Any, theta0: np.ndarray, v0: np.ndarray
         n_steps: int, obs: tuple, *, n_chunks: int | None = None, progress: bool = False,
         description: str = "run", checkpoint: str | os.PathLike | None = None,
         devices: int | None = None, prng: str | None = None, max_loss: float | None = None,
-        streams: np.ndarray | None = None, record: np.ndarray | None = None) -> Outcome:
+        streams: np.ndarray | None = None, record: np.ndarray | None = None,
+        checkpoint_every: float | None = None) -> Outcome:
     """The runner for a caller that brings its own dynamics and observers (e.g.
     :func:`limitdyn.mlnoise.simulate`): checkpoint path (the caller's or the scope's), key
     and PRNG setting, device mesh, event plan, then :func:`run_ensemble`."""
@@ -418,7 +475,8 @@ def run(dynamics: Any, params: Any, key: Any, theta0: np.ndarray, v0: np.ndarray
     plan = make_plan(n_steps, obs, min(n_chunks, n_steps), max_loss, record)
     out = run_ensemble(dynamics, params, key, jnp.asarray(theta0), jnp.asarray(v0), plan, obs,
                        streams=streams, max_loss=max_loss, progress=progress,
-                       description=description, checkpoint=checkpoint, mesh=mesh)
+                       description=description, checkpoint=checkpoint,
+                       checkpoint_every=checkpoint_every, mesh=mesh)
     return out._replace(timings=out.timings | {"environment": _meta.environment(key)})
 
 
@@ -703,7 +761,7 @@ def simulate_sgd(prob: Problem, hp: Hyper, key: Any, n_traj: int, n_steps: int,
                  devices: int | None = None, basis: Any = None, traces: dict | None = None,
                  trace_steps: Any = None, observers: Any = None, keep_final: bool = False,
                  max_loss: float | None = None, per_trajectory: dict | None = None,
-                 streams: Any = None) -> Result:
+                 streams: Any = None, checkpoint_every: float | None = None) -> Result:
     """Simulate ``n_traj`` independent SGD-with-momentum trajectories for ``n_steps`` steps.
 
     The update is theory.md §1 (:class:`limitdyn.dynamics.HeavyBall`) on any problem:
@@ -745,11 +803,15 @@ def simulate_sgd(prob: Problem, hp: Hyper, key: Any, n_traj: int, n_steps: int,
             outside or within 10% of the discrete stability region, naming the largest
             stable lr. Default: when the problem has a Hessian and d <= 256; True on a
             problem without one is an error.
-        checkpoint: a file path: the complete run state is saved there atomically after
-            every chunk (default 20 chunks), and a later call with the same arguments
-            continues from it — after a crash, or instantly once finished. A checkpoint
-            written by a different run is refused (:class:`~limitdyn.checkpoint.
+        checkpoint: a file path: the complete run state is saved there atomically every
+            ``checkpoint_every`` seconds, at the end, and on SIGINT/SIGTERM (then the run
+            stops: a resume continues from that moment), and a later call with the same
+            arguments continues from it — after a crash, or instantly once finished. A
+            checkpoint written by a different run is refused (:class:`~limitdyn.checkpoint.
             CheckpointError`). Inside ``limitdyn run`` every simulation is checkpointed.
+        checkpoint_every: seconds between timed checkpoints (default 60, or the
+            ``limitdyn run --checkpoint-every`` value; 0: after every chunk). A kill -9
+            loses at most this much work.
         prng: the PRNG implementation: ``"threefry2x32"``, ``"threefry4x32"``,
             ``"philox2x32"`` or ``"philox4x32"``; None (default) keeps ``key``'s own.
             ``rbg``/``unsafe_rbg`` are refused: under vmap they are not independent per
@@ -838,7 +900,8 @@ def simulate_sgd(prob: Problem, hp: Hyper, key: Any, n_traj: int, n_steps: int,
     dynamics = HeavyBall(sampling, n_examples, batch_size, varied)
     out = run_ensemble(dynamics, (prob, traced_hp), key, theta_start, v_start, plan, obs,
                        streams=opts.streams, max_loss=opts.max_loss, progress=progress,
-                       description="simulate_sgd", checkpoint=checkpoint, mesh=mesh)
+                       description="simulate_sgd", checkpoint=checkpoint,
+                       checkpoint_every=checkpoint_every, mesh=mesh)
     n_alive_last = int(out.alive.sum())
     stability.raise_if_all_diverged(n_alive_last, n_traj, n_steps, prob, hp, sampling,
                                     "simulate_sgd")

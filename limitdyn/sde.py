@@ -217,7 +217,8 @@ def simulate_sde(prob: Problem, hp: Hyper, key: Any, n_traj: int,
                  checkpoint: str | os.PathLike | None = None, prng: str | None = None,
                  devices: int | None = None, basis: Any = None, traces: dict | None = None,
                  trace_steps: Any = None, observers: Any = None, keep_final: bool = False,
-                 max_loss: float | None = None, streams: Any = None) -> Result:
+                 max_loss: float | None = None, streams: Any = None,
+                 checkpoint_every: float | None = None) -> Result:
     """Simulate ``n_traj`` trajectories of the continuous-time model of SGD with momentum.
 
     The result has the same form as :func:`limitdyn.simulate_sgd`'s: statistics of (θ, v)
@@ -273,6 +274,7 @@ def simulate_sde(prob: Problem, hp: Hyper, key: Any, n_traj: int,
         keep_final: as in :func:`limitdyn.simulate_sgd`.
         max_loss: as in :func:`limitdyn.simulate_sgd`.
         streams: as in :func:`limitdyn.simulate_sgd` (equal streams share their noise).
+        checkpoint_every: as in :func:`limitdyn.simulate_sgd`.
 
     Returns:
         A :class:`Result`; ``config['kind'] == 'sde'``. Its ``stationary_lag_cov`` pairs
@@ -358,7 +360,7 @@ def simulate_sde(prob: Problem, hp: Hyper, key: Any, n_traj: int,
     out = runner.run_ensemble(dynamics, params, key, theta_start, v_start, plan, obs,
                               streams=opts.streams, max_loss=opts.max_loss, progress=progress,
                               description=f"simulate_sde[{solver}]", checkpoint=checkpoint,
-                              mesh=mesh)
+                              checkpoint_every=checkpoint_every, mesh=mesh)
     if int(out.alive.sum()) == 0:
         raise stability.DivergenceError(
             f"simulate_sde: all {n_traj} trajectories diverged within {n_steps} steps "

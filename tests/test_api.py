@@ -121,3 +121,14 @@ def test_every_trajectory_diverging_is_an_error_quoting_the_bound():
                            r"the discrete stability region.*largest stable lr .* ≈ 2"):
             ld.simulate_sgd(prob, hp, KEY, n_traj=8, n_steps=200, n_groups=2,
                             theta0=np.asarray(prob.minimiser()) + 1e-3)   # full batch: no noise
+
+
+def test_a_run_whose_arrays_cannot_fit_is_refused_before_allocating(no_compilation):
+    """98 GB of kept states: refused at once with the size and the limit (it used to hang)."""
+    import limitdyn._memory as memory
+
+    prob = ld.LinearRegression.synthetic(jax.random.key(0), n=64, d=64)
+    with pytest.raises(memory.AllocationError, match=r"would need .* more than") as err:
+        ld.simulate_sgd(prob, ld.Hyper(lr=0.1, batch_size=8), jax.random.key(0), 100_000,
+                        10**6, keep_trajectories=True, n_record=1000)
+    assert "\n" not in str(err.value)

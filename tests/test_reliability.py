@@ -325,7 +325,7 @@ def test_kill_at_a_random_time_flip_a_byte_of_the_newest_checkpoint_then_resume(
     rng = random.Random(seed)
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "limitdyn.cli", "run", experiment,
-                             "--quick", "--quiet", "--out", str(out)],
+                             "--quick", "--quiet", "--out", str(out), "--checkpoint-every", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         limit = time.monotonic() + 300

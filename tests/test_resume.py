@@ -51,8 +51,8 @@ def test_python_run_resumes_from_its_checkpoint_to_identical_statistics(
     reference = simulate(*args, n_chunks=10, **kwargs)
     path = tmp_path / "run.npz"
     _crash_after(monkeypatch, 4)
-    with pytest.raises(_Crash):
-        simulate(*args, checkpoint=path, n_chunks=10, **kwargs)
+    with pytest.raises(_Crash):     # a checkpoint after every chunk (checkpoint_every=0)
+        simulate(*args, checkpoint=path, n_chunks=10, checkpoint_every=0, **kwargs)
     stored = ckpt.peek(str(path))
     assert 0 < stored["next_event"] < stored["n_events"] and 0 < stored["step"] < 300
     monkeypatch.undo()
@@ -96,7 +96,7 @@ def test_cli_run_killed_with_sigkill_resumes_to_the_statistics_of_an_uninterrupt
     assert ref_run.returncode == 0, ref_run.stderr
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "limitdyn.cli", "run", "validate",
-                             "--quick", "--out", str(out), "--quiet"],
+                             "--quick", "--out", str(out), "--quiet", "--checkpoint-every", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_in = None
     deadline = time.monotonic() + 300
@@ -258,3 +258,44 @@ def test_atomic_writes_leave_no_partial_file_behind(tmp_path, monkeypatch):
     resumed.close()
     left = sorted(p for p in os.listdir(tmp_path / "run") if ".tmp-" in p)
     assert left == ["data.npz.tmp-99999999", f"notes.txt.tmp-{writer}"]
+
+
+def test_sigterm_checkpoints_the_moment_it_arrives_and_resume_continues_from_there(
+        quick_validate, tmp_path):
+    """With the default 60 s between timed checkpoints a quick run writes none while it
+    runs; SIGTERM makes it save its state after the kernel call in flight and exit, and
+    --resume continues from that step to the uninterrupted run's data."""
+    ref_run, ref = quick_validate
+    assert ref_run.returncode == 0, ref_run.stderr
+    out = tmp_path / "terminated"
+    proc = subprocess.Popen([sys.executable, "-m", "limitdyn.cli", "run", "validate",
+                             "--quick", "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    try:
+        # wait until the second simulation has started (its checkpoint path is issued when
+        # it starts; the first one's file exists once it finished)
+        while proc.poll() is None and time.monotonic() - t0 < 300:
+            if (out / "checkpoints" / "run-000.npz").exists():
+                time.sleep(2.0)              # inside the second simulation
+                proc.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.01)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert time.monotonic() - t0 < 60      # no timed checkpoint could have been due
+    stored = ckpt.peek(str(out / "checkpoints" / "run-001.npz"))
+    # saved at the signal (after the kernel call in flight), mid-simulation
+    assert 0 < stored["next_event"] < stored["n_events"]
+    assert "--resume" in err
+    show = subprocess.run([sys.executable, "-m", "limitdyn.cli", "show", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert show.returncode == 1 and "newest checkpoint written" in show.stdout, show.stdout
+    resumed = subprocess.run([sys.executable, "-m", "limitdyn.cli", "run", "--resume", str(out),
+                              "--quiet"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    got, want = _arrays(out), _arrays(ref)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-12, err_msg=name)

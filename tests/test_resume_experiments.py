@@ -56,7 +56,8 @@ def test_killed_experiment_resumes_to_the_uninterrupted_data(name, quick_run, tm
     ref_run, ref = quick_run(name)
     assert ref_run.returncode in (0, 1), ref_run.stderr[-2000:]
     out = tmp_path / name
-    killed_in, code = _kill_mid_simulation(out, ["run", name, "--quick"])
+    killed_in, code = _kill_mid_simulation(out, ["run", name, "--quick", "--checkpoint-every",
+                                                 "0"])
     assert killed_in is not None, "the run ended before it could be killed mid-simulation"
     assert code == -signal.SIGKILL
     assert io.inspect(str(out)).state == "partial"

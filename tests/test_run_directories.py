@@ -143,7 +143,8 @@ def test_cli_run_kill_show_resume_overwrite_with_a_glob_name_touch_no_neighbour(
     reference = _data(plain)
 
     proc = subprocess.Popen([sys.executable, "-m", "limitdyn.cli", "run", "validate",
-                             "--quick", "--quiet", "--out", hostile, *TINY],
+                             "--quick", "--quiet", "--out", hostile, *TINY,
+                             "--checkpoint-every", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert _kill_when_second_simulation_started(proc, hostile) == -signal.SIGKILL
     assert _bystanders(root) == before
