@@ -162,10 +162,15 @@ class PhaseSpace:
         x = self.point(view, basis)
         alive, lr = view.alive, view.step_size
         slot = table["slot"]
-        disp = jnp.sum((view.theta - view.theta_start) ** 2, axis=-1)
-        local = lr ** 2 * jnp.sum(view.velocity ** 2, axis=-1)
-        acc = lax.cond(slot >= 0, lambda a: estimators.record(a, slot, x, disp, local, alive),
-                       lambda a: a, acc)
+
+        def local():        # η²‖v‖², computed only in the branches that use it
+            return lr ** 2 * jnp.sum(view.velocity ** 2, axis=-1)
+
+        def record(a):
+            disp = jnp.sum((view.theta - view.theta_start) ** 2, axis=-1)
+            return estimators.record(a, slot, x, disp, local(), alive)
+
+        acc = lax.cond(slot >= 0, record, lambda a: a, acc)
         if self.keep:
             kept = lax.cond(slot >= 0,
                             lambda t: t.at[:, slot].set(jnp.where(alive[:, None], x, jnp.nan)),
@@ -176,7 +181,7 @@ class PhaseSpace:
                        lambda a: a, acc)
         acc, anchor = lax.cond(
             table["window"],
-            lambda a: (estimators.accumulate_window(a, x, local, alive),
+            lambda a: (estimators.accumulate_window(a, x, local(), alive),
                        estimators.window_anchor(x, alive)),
             lambda a: (a, per["anchor"]), acc)
         return Carry(per | {"anchor": anchor}, acc)

@@ -183,7 +183,10 @@ def _advance(static, carry: Carry, params, traj_keys, obs_arrays, event_steps, t
         was_alive = ok
         if max_loss is not None:
             ok = ok & (~loss_at[e] | (jnp.isfinite(loss) & (loss <= max_loss)))
-        state = _freeze(ok, state, c.state)
+        # a trajectory found diverged here goes back to its state of the previous event
+        # (a select over the ensemble only at the rare events where one diverged)
+        state = lax.cond(jnp.any(c.alive & ~ok), lambda s: _freeze(ok, s, c.state),
+                         lambda s: s, state)
         diverged_at = jnp.where(c.alive & ~ok, event_steps[e], c.diverged_at)
         view = observers.View(event_steps[e], state.theta, state.velocity, c.theta_start, ok,
                               was_alive, step_size, loss, aux, params, problem, traj_keys,
