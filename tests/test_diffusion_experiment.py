@@ -29,6 +29,9 @@ def test_quick_run_passes_and_writes_report(tmp_path):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "Fitted exponents" in report and "Local displacement" in report
+    # the verdict says what it tests (the finite-d window slope) and shows 1/p beside it
+    detail = summary["verdicts"]["exponent_matches_exact_theory"]["detail"]
+    assert "finite-d" in detail and "asymptote 1/p = 0.500" in detail
     m = summary["metrics"]
     for p in summary["config"]["powers"]:
         lo, hi = m[f"exponent_mc_ci_low_p{p:g}"], m[f"exponent_mc_ci_high_p{p:g}"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from limitdyn.cli import main
@@ -29,6 +30,9 @@ def test_quick_run_passes_and_its_checkpoint_is_reused(quick_run, tmp_path):
     for name in FIGURES:
         assert f"]({name})" in report
     assert "trained in this run" in report
+    # the report flags where the quadratic model misses and states the spectral resolution
+    assert "## Where the quadratic model disagrees with the measurement" in report
+    assert "quadratic model vs measurement" in report and "**Resolution**" in report
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdicts"]["local_displacement_within_tolerance"]["passed"]
     assert summary["metrics"]["n_diverged"] == 0
@@ -54,3 +58,34 @@ def test_bad_config_is_rejected(tmp_path, setting):
     code = main(["run", "limiting", "--quick", "--out", str(tmp_path / "x"), "--quiet",
                  "--set", setting])
     assert code == 2
+
+
+def test_spectral_peaks_are_reported_with_their_resolution():
+    from limitdyn.experiments import limiting as exp
+
+    dw = 0.01
+    assert exp._peak_cell(0.0, dw, model=True) == "0 (overdamped)"
+    assert exp._peak_cell(0.02, dw, ok=False) == "0.0200 (unresolved)"
+    assert exp._peak_cell(0.05, dw) == "0.0500"
+    assert exp._peak_agreement(0.015, 0.02, dw, ok=False).startswith("no peak in either")
+    assert exp._peak_agreement(0.0, 0.04, dw, ok=False).startswith("no peak in either")
+    assert exp._peak_agreement(0.05, 0.02, dw, ok=False).startswith("no measured peak")
+    assert exp._peak_agreement(0.0, 0.05, dw).startswith("measured peak where the model")
+    assert exp._peak_agreement(0.052, 0.05, dw) == "agree (within 1 bin)"
+    assert exp._peak_agreement(0.08, 0.05, dw) == "differ by 3.0 bins"
+    # a peak must sit above the two lowest bins and rise above them by 3 SE (value/√K)
+    freqs = dw * np.arange(50)
+    flat = np.ones(50)
+    bump = flat + 2.0 * np.exp(-0.5 * ((freqs - 0.2) / 0.02) ** 2)
+    assert not exp.peak_resolved(flat, freqs, 0.02, 64)          # the second bin
+    assert not exp.peak_resolved(flat * (1 + 0.05 * (freqs == 0.06)), freqs, 0.06, 64)
+    assert exp.peak_resolved(bump, freqs, 0.2, 64)
+    assert not exp.peak_resolved(bump, freqs, 0.2, 1)
+
+
+def test_model_flags_need_three_standard_errors():
+    from limitdyn.experiments import limiting as exp
+
+    assert exp._model_flag(1.02, 0.01, 1.0) == "agrees (within 3 SE)"
+    assert exp._model_flag(1.84, 0.02, 0.5) == "Δ underpredicted 1.84×"
+    assert exp._model_flag(0.5, 0.02, -4.0) == "Δ overpredicted 2×; c overpredicted (-4.0 SE)"

@@ -11,12 +11,32 @@ from limitdyn.experiments import sharpness
 def test_quick_run_writes_regime_figure(tmp_path):
     out = tmp_path / "sh"
     code = main(["run", "sharpness", "--quick", "--out", str(out), "--quiet"])
-    assert code in (0, 1)
     summary = json.loads((out / "summary.json").read_text())
+    assert code == 0, {k: v["detail"] for k, v in summary["verdicts"].items() if not v["passed"]}
     assert summary["experiment"] == "sharpness"
     for name in ("report.md", "regimes.png", "data.npz"):
         assert (out / name).is_file(), name
     assert "Regimes" in (out / "report.md").read_text()
+    # the early transient is measured at every step up to early_steps, then every 20 steps
+    with np.load(out / "data.npz") as data:
+        steps = data["beta0_c5/steps"]
+    early = summary["config"]["early_steps"]
+    assert np.array_equal(steps[:early + 1], np.arange(early + 1))
+    assert np.all(np.diff(steps[early:]) == summary["config"]["measure_every"])
+
+
+def test_a_catapult_above_the_threshold_is_transient_not_edge():
+    # λᴴ starts 2.5× above 2/η, falls below it within a few steps, plateaus, and comes back
+    # up to the threshold late: only the late part is the edge of stability.
+    steps = np.concatenate([np.arange(0, 41), np.arange(60, 2001, 20)])
+    t = np.maximum(steps, 1.0)
+    eta = 1.0
+    lam = np.where(t <= 10, 5.0 * t ** -0.5, 1.2)
+    lam = np.where(t > 300, np.minimum(1.2 * (t / 300) ** 0.4, 2.0), lam)
+    names = [sharpness.REGIMES[i] for i in sharpness.classify_regimes(steps, lam, eta)]
+    assert set(names[:4]) == {"early transient"}          # λᴴη up to 5 > 2: a catapult
+    assert names[np.searchsorted(steps, 100)] == "intermediate saturation"
+    assert names[-1] == "edge of stability"
 
 
 def test_classifier_on_constructed_curve():

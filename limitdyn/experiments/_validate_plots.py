@@ -37,7 +37,7 @@ def mean_trajectory(tr_sgd, tr_sde, m_disc, m_cont, vecs, planes, mu_theta):
         ax.plot(m_cont.steps, m_cont.mean[:, :d] @ e - mu, "r--", lw=1.2,
                 label="continuous theory")
         ax.set_xlabel("SGD step k")
-        ax.set_ylabel("E eᵀ(θ_k − μ)  (θ units)")
+        ax.set_ylabel(r"$\mathrm{E}\,e^\top(\theta_k - \mu)$  (θ units)")
         ax.set_title(f"{label} direction")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -58,10 +58,10 @@ def displacement(sgd, sde, theory_curves):
                                               strict=True):
         axes[0].plot(steps, glob, ls, lw=1.2, label=f"{name} theory")
         axes[1].plot(steps, loc, ls, lw=1.2, label=f"{name} theory")
-    axes[0].set_ylabel("E ‖θ_k − θ_0‖²  (θ units²)")
-    axes[1].set_ylabel("E ‖θ_k − θ_(k−1)‖²  (θ units²)")
-    for ax, title in zip(axes, ("global displacement Δ_k", "local displacement δ_k"),
-                         strict=True):
+    axes[0].set_ylabel(r"$\mathrm{E}\,\|\theta_k - \theta_0\|^2$  (θ units²)")
+    axes[1].set_ylabel(r"$\mathrm{E}\,\|\theta_k - \theta_{k-1}\|^2$  (θ units²)")
+    titles = (r"global displacement $\Delta_k$", r"local displacement $\delta_k$")
+    for ax, title in zip(axes, titles, strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("SGD step k")
@@ -105,8 +105,8 @@ def phase_space(sgd, sde, disc, cont, current, vecs, planes, curv, n_points=1500
                   angles="xy", width=0.004)
         ax.set_xlim(-ra * 1.1, ra * 1.1)
         ax.set_ylim(-rb * 1.1, rb * 1.1)
-        ax.set_xlabel("θ_i = e_iᵀ(θ − μ)  (θ units)")
-        ax.set_ylabel("v_i = e_iᵀv  (θ units per unit lr)")
+        ax.set_xlabel(r"$\theta_i = e_i^\top(\theta - \mu)$  (θ units)")
+        ax.set_ylabel(r"$v_i = e_i^\top v$  (θ units per unit lr)")
         ax.set_title(f"{label} eigenplane, h = {curv[idx]:.3g}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="upper right", markerscale=4)
@@ -125,7 +125,7 @@ def error_vs_lr(approx, mc_points):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("learning rate η")
-    ax.set_ylabel("‖C_cont − C_disc‖_F / ‖C_disc‖_F")
+    ax.set_ylabel(r"$\|C_{\mathrm{cont}} - C_{\mathrm{disc}}\|_F\,/\,\|C_{\mathrm{disc}}\|_F$")
     ax.set_title("continuous model vs exact discrete stationary covariance")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)

@@ -541,7 +541,9 @@ def run_ml_noise(cfg: MLNoiseConfig, ctx: Context):
         ctx.figure(plots.loss_law(law), "loss_law.png",
                    "Stationary law of L: time-averaged histogram divided by the law of L under "
                    "the uniform measure (points), against L^−(1+1/T) (lines); right: the "
-                   "histogram of L itself with the exact prediction.")
+                   "histogram of L itself with the exact prediction, drawn only where the "
+                   "reference law (a binned FFT convolution) is above its round-off (mass per "
+                   "bin > 1e-12).")
     ctx.table(f"Curvature-shaped noise on the landscape (k = {curv['k']}, T = {curv['T']:g})",
               ["a_c = 2/((k−2)T)", "collapsed (L < 1e-4)", "collapsed with a <= a_c",
                "largest a among collapsed", "stuck at a loss maximum"],

@@ -28,7 +28,10 @@ class SharpnessConfig:
     FCN ``width`` × ``depth`` (``activation``) on ``n_data`` examples of ``dataset``, MSE,
     full-batch GD for ``n_steps`` at η = c/λᴴ_0 for each c in ``cs`` (β = 0) and each c in
     ``momentum_cs`` with β = ``momentum``; λᴴ every ``measure_every`` steps on the first
-    ``measure_size`` examples (``lanczos_iter`` warm-started Lanczos steps); ``n_seeds``.
+    ``measure_size`` examples (``lanczos_iter`` warm-started Lanczos steps), and at every step
+    for t <= ``early_steps`` (a second, short run of the same deterministic full-batch GD:
+    the early transient is resolved step by step, not joined between two samples);
+    ``n_seeds``.
     Classifier: ``eos_fraction`` of the threshold counts as the edge of stability,
     ``flat_slope`` bounds |d log λᴴ / d log t| of a plateau.
     """
@@ -43,6 +46,7 @@ class SharpnessConfig:
     momentum_cs: tuple[float, ...] = (3.0,)
     n_steps: int = 3000
     measure_every: int = 25
+    early_steps: int = 50
     measure_size: int = 256
     lanczos_iter: int = 8
     n_seeds: int = 1
@@ -62,6 +66,8 @@ class SharpnessConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.n_steps < 10 or self.measure_every < 1 or self.n_steps % self.measure_every:
             raise ValueError("n_steps must be >= 10 and a multiple of measure_every")
+        if not 0 <= self.early_steps < self.n_steps:
+            raise ValueError(f"early_steps must be in [0, n_steps), got {self.early_steps}")
         if self.n_steps // self.measure_every < 5:
             raise ValueError("need at least 5 sharpness measurements (n_steps/measure_every)")
         n = 1797 if self.dataset == "digits" else 1024
@@ -74,7 +80,7 @@ class SharpnessConfig:
 
 
 QUICK = {"width": 32, "n_data": 256, "cs": [1.0, 5.0], "momentum_cs": [3.0], "n_steps": 400,
-         "measure_every": 20, "measure_size": 128}
+         "measure_every": 20, "early_steps": 40, "measure_size": 128}
 
 
 def classify_regimes(steps: np.ndarray, sharp: np.ndarray, eta: float, beta: float = 0.0, *,
@@ -86,7 +92,10 @@ def classify_regimes(steps: np.ndarray, sharp: np.ndarray, eta: float, beta: flo
     sharpening where s > ``flat_slope``, intermediate saturation where |s| <= ``flat_slope``;
     the early transient is the prefix before the first plateau or sharpening point (and any
     falling point, s < −flat_slope, before it). Labels are then smoothed by a majority
-    filter over 3 neighbours, and the transient is forced to be a prefix.
+    filter over 3 neighbours, and the transient is forced to be a prefix. A start above the
+    threshold is a catapult, not an edge: every measurement before λᴴ first falls below
+    (2 + 2β)/η belongs to the early transient (gradient descent is unstable there; the edge of
+    stability is where λᴴ comes back up to the threshold and stays).
     """
     steps = np.asarray(steps, np.float64)
     lam = np.asarray(sharp, np.float64)
@@ -97,11 +106,15 @@ def classify_regimes(steps: np.ndarray, sharp: np.ndarray, eta: float, beta: flo
     lab = np.where(slope > flat_slope, 2, np.where(np.abs(slope) <= flat_slope, 1, 0))
     lab = np.where(lam >= eos_fraction * thr, 3, lab)
     lab[0] = 0
+    below = np.flatnonzero(lam < thr)
+    n_cat = int(below[0]) if below.size else len(lab)   # a catapult: still transient
+    lab[:n_cat] = 0
     sm = lab.copy()
     for i in range(1, len(lab) - 1):
         vals, counts = np.unique(lab[i - 1:i + 2], return_counts=True)
         if counts.max() >= 2:
             sm[i] = vals[np.argmax(counts)]
+    sm[:n_cat] = 0
     first = np.flatnonzero(sm != 0)
     stop = int(first[0]) if first.size else len(sm)
     sm[:stop] = 0
@@ -131,7 +144,7 @@ def run_sharpness(cfg: SharpnessConfig, ctx: Context):
     data = lnn.load_dataset(cfg.dataset, n=cfg.n_data, seed=ctx.seed)
     model = lnn.make_model("fcn", n_out=data.n_classes, width=cfg.width, depth=cfg.depth,
                            activation=cfg.activation)
-    runs, rows = [], []
+    runs, rows, early_gaps = [], [], []
     for tag, beta, cs in (("GD", 0.0, cfg.cs), ("GD + momentum", cfg.momentum, cfg.momentum_cs)):
         if not cs:
             continue
@@ -140,20 +153,37 @@ def run_sharpness(cfg: SharpnessConfig, ctx: Context):
                              n_steps=cfg.n_steps, batch_size=data.n, momentum=beta,
                              measure_every=cfg.measure_every, measure_size=cfg.measure_size,
                              lanczos_iter=cfg.lanczos_iter, n_barrier=1)
+        steps_all, sharp_all, gap = res.sharp_steps, res.sharpness, 0.0
+        if cfg.early_steps:
+            # the same full-batch GD (same key: same initialisation, λᴴ_0 and η; no minibatch
+            # noise), measured at every step of its first early_steps steps
+            early = lnn.train_grid(model, data, cs, key=ctx.subkey(7), n_seeds=cfg.n_seeds,
+                                   n_steps=cfg.early_steps, batch_size=data.n, momentum=beta,
+                                   measure_every=1, measure_size=cfg.measure_size,
+                                   lanczos_iter=cfg.lanczos_iter, n_barrier=1)
+            if not np.allclose(early.eta, res.eta, rtol=1e-6):
+                raise RuntimeError("the early run does not repeat the long run (η differs)")
+            with np.errstate(invalid="ignore"):
+                gap = float(np.nanmax(np.abs(early.loss - res.loss[..., :cfg.early_steps + 1])
+                                      / res.loss[..., :cfg.early_steps + 1]))
+            later = res.sharp_steps > cfg.early_steps
+            steps_all = np.concatenate([early.sharp_steps, res.sharp_steps[later]])
+            sharp_all = np.concatenate([early.sharpness, res.sharpness[..., later]], axis=-1)
+            early_gaps.append(gap)
         for j, c in enumerate(cs):
             eta = float(res.eta[0, j])
-            lam = res.sharpness[0, j]
+            lam = sharp_all[0, j]
             ok = np.isfinite(lam)
-            labels = classify_regimes(res.sharp_steps[ok], lam[ok], eta, beta,
+            labels = classify_regimes(steps_all[ok], lam[ok], eta, beta,
                                       eos_fraction=cfg.eos_fraction, flat_slope=cfg.flat_slope)
-            seg = segments(res.sharp_steps[ok], labels)
+            seg = segments(steps_all[ok], labels)
             thr = 2 + 2 * beta
             ratio = lam[ok] * eta / thr
             tail = ratio[-max(3, len(ratio) // 5):]
             label = f"{tag}, β = {beta:g}, c = {c:g} (η = {eta:.3g})"
             in_eos = labels == 3
             eos_max = float(np.max(ratio[in_eos])) if in_eos.any() else np.nan
-            runs.append(dict(label=label, steps=res.sharp_steps[ok], sharp=lam[ok],
+            runs.append(dict(label=label, steps=steps_all[ok], sharp=lam[ok],
                              eos_max=eos_max,
                              loss_steps=np.arange(res.loss.shape[-1]), loss=res.loss[0, j],
                              eta=eta, threshold=thr, segments=seg))
@@ -163,7 +193,7 @@ def run_sharpness(cfg: SharpnessConfig, ctx: Context):
                          f"{tail.mean():.3f}", "; ".join(f"{s[2]} {s[0]:g}–{s[1]:g}"
                                                          for s in seg),
                          "yes" if res.diverged[0, j] else "no"])
-            ctx.out.add_arrays(f"beta{beta:g}_c{c:g}", steps=res.sharp_steps, sharpness=lam,
+            ctx.out.add_arrays(f"beta{beta:g}_c{c:g}", steps=steps_all, sharpness=lam,
                                loss=res.loss[0, j], labels=labels, eta=eta)
             ctx.metrics[f"eos_ratio_beta{beta:g}_c{c:g}"] = float(tail.mean())
             ctx.metrics[f"regimes_beta{beta:g}_c{c:g}"] = ", ".join(found)
@@ -171,16 +201,23 @@ def run_sharpness(cfg: SharpnessConfig, ctx: Context):
                           "late λᴴη/(2+2β)", "classified regimes (steps)", "diverged"], rows,
               note=f"FCN width {cfg.width}, depth {cfg.depth} ({cfg.activation}), "
                    f"{data.name} (first {data.n} examples), MSE, full-batch GD, η = c/λᴴ_0. "
-                   f"λᴴ on the first {cfg.measure_size} examples every {cfg.measure_every} steps "
-                   f"(Lanczos, {cfg.lanczos_iter} warm-started steps). 'late': mean over the last "
+                   f"λᴴ on the first {cfg.measure_size} examples at every step up to "
+                   f"t = {cfg.early_steps}, then every {cfg.measure_every} steps (Lanczos, "
+                   f"{cfg.lanczos_iter} warm-started steps)"
+                   + (f"; the step-by-step values come from a second run of the same "
+                      f"deterministic GD over its first {cfg.early_steps} steps, whose losses "
+                      f"repeat the long run's to a relative {max(early_gaps):.1e}"
+                      if early_gaps else "") + f". 'late': mean over the last "
                    f"fifth of the measurements. Classifier: edge of stability where "
                    f"λᴴ >= {cfg.eos_fraction:g}·(2+2β)/η; progressive sharpening where "
                    f"d log λᴴ/d log t > {cfg.flat_slope:g}; saturation where |slope| <= "
                    f"{cfg.flat_slope:g}; early transient: the prefix before either.")
     ctx.figure(regime_figure(runs, "Sharpness regimes (shaded: automatic classification)"),
                "regimes.png",
-               "Sharpness λᴴ_t (left; dashed: the stability threshold (2+2β)/η) and training "
-               "loss (right) for each run, with the classified regimes shaded.")
+               f"Sharpness λᴴ_t (left; dots: the measurements — every step up to "
+               f"t = {cfg.early_steps}, then every {cfg.measure_every}; dashed: the stability "
+               f"threshold (2+2β)/η; dotted: λᴴ_0) and full-batch training loss (right; dotted: "
+               f"L_0) for each run against step t >= 1, with the classified regimes shaded.")
     all_found = {r for run in runs for s in run["segments"] for r in [s[2]]}
     ctx.verdict("four_regimes_seen", len(all_found) == 4,
                 f"regimes found across the runs: {', '.join(r for r in REGIMES if r in all_found)}")
