@@ -1,15 +1,17 @@
-"""Fast per-trajectory standard normals, bit-identical to ``jax.random`` on the defaults.
+"""Fast per-trajectory random bits and normals, bit-identical to ``jax.random`` on the defaults.
 
 Why: on CPU, JAX lowers its threefry2x32 primitive to a small rolled loop over the whole
-array, which XLA cannot fuse with the bits-to-normal transform or with the step that
-uses the numbers; random numbers were ~80% of an Euler–Maruyama step (benchmarks/sde_ou.py).
-Written as straight-line uint32 arithmetic, the same hash fuses and runs ~2.5× faster.
+array, which XLA cannot fuse with the transform or with the step that uses the numbers;
+random numbers were ~80% of an Euler–Maruyama step (benchmarks/sde_ou.py). Written as
+straight-line uint32 arithmetic, the same hash fuses and runs ~2.5× faster.
 
-:func:`trajectory_normals` reproduces, bit for bit, ``jax.random.normal(
-jax.random.fold_in(key_i, k), (n,))`` for every trajectory key ``key_i`` under the default
-configuration (threefry2x32 keys, ``jax_threefry_partitionable`` on, float32).
-:func:`available` says whether that holds; otherwise callers use ``jax.random``. The test
-suite checks the identity, so a JAX release that changes its stream is caught there.
+:func:`trajectory_bits` reproduces, bit for bit, ``jax.random.bits(jax.random.fold_in(key_i,
+k), (n,), jnp.uint32)`` for every trajectory key ``key_i`` (the minibatch samplers draw
+their indices from these), :func:`trajectory_normals` ``jax.random.normal(
+jax.random.fold_in(key_i, k), (n,))``, under the default configuration (threefry2x32 keys,
+``jax_threefry_partitionable`` on; float32 for the normals). :func:`bits_available` and
+:func:`available` say whether that holds; otherwise callers use ``jax.random``. The test
+suite checks both identities, so a JAX release that changes its stream is caught there.
 """
 
 from __future__ import annotations
@@ -48,25 +50,45 @@ def _bits_to_normal(bits: jax.Array) -> jax.Array:
     return np.float32(np.sqrt(2)) * lax.erf_inv(u)
 
 
-def available(keys: jax.Array, dtype) -> bool:
-    """True when :func:`trajectory_normals` reproduces ``jax.random`` (checked at trace time)."""
+def bits_available(keys: jax.Array) -> bool:
+    """True when :func:`trajectory_bits` reproduces ``jax.random`` (checked at trace time)."""
     try:
         impl = str(jax.random.key_impl(keys))
     except TypeError:
         return False
-    return (impl == "threefry2x32" and bool(jax.config.jax_threefry_partitionable)
-            and np.dtype(dtype) == np.float32)
+    return impl == "threefry2x32" and bool(jax.config.jax_threefry_partitionable)
 
 
-def trajectory_normals(keys: jax.Array, step: jax.Array, n: int) -> jax.Array:
-    """(K, n) float32 normals; row i is ``normal(fold_in(keys[i], step), (n,))`` bit for bit."""
+def available(keys: jax.Array, dtype) -> bool:
+    """True when :func:`trajectory_normals` reproduces ``jax.random`` (checked at trace time)."""
+    return bits_available(keys) and np.dtype(dtype) == np.float32
+
+
+def trajectory_bits(keys: jax.Array, step: jax.Array, n: int, *,
+                    transpose: bool = False) -> jax.Array:
+    """(K, n) uint32; row i is ``bits(fold_in(keys[i], step), (n,), uint32)`` bit for bit.
+
+    ``transpose=True`` returns the same numbers as (n, K) — the layout in which the
+    samplers' per-slot loops vectorise over trajectories — at no extra cost (the hash is
+    elementwise, so the layout is only the order in which it is evaluated).
+    """
     data = jax.random.key_data(keys)                                   # (K, 2) uint32
     zero = jnp.zeros_like(data[:, 0])
     a, b = threefry2x32(data[:, 0], data[:, 1], zero,
                         jnp.broadcast_to(jnp.asarray(step).astype(_U32), zero.shape))
-    counter = lax.iota(_U32, n)[None, :]
-    y0, y1 = threefry2x32(a[:, None], b[:, None], jnp.zeros_like(counter), counter)
-    return _bits_to_normal(y0 ^ y1)
+    if transpose:
+        counter = lax.iota(_U32, n)[:, None]
+        a, b = a[None, :], b[None, :]
+    else:
+        counter = lax.iota(_U32, n)[None, :]
+        a, b = a[:, None], b[:, None]
+    y0, y1 = threefry2x32(a, b, jnp.zeros_like(counter), counter)
+    return y0 ^ y1
+
+
+def trajectory_normals(keys: jax.Array, step: jax.Array, n: int) -> jax.Array:
+    """(K, n) float32 normals; row i is ``normal(fold_in(keys[i], step), (n,))`` bit for bit."""
+    return _bits_to_normal(trajectory_bits(keys, step, n))
 
 
 # --- the PRNG implementation as a setting -----------------------------------------------

@@ -12,6 +12,12 @@ from tests.golden.make_engine_golden import FIELDS, HERE, cases
 
 GOLDEN = np.load(os.path.join(HERE, "engine_v1.npz"))
 CASES = dict(cases())
+# "sgd_reshuffle" left the comparison with issue 20: reshuffle became a new exact sampler
+# (a pool compacted each step, no sorted permutation), so its stream changed by design.
+# Until that change the case was identical to the pre-rewrite engine (last at commit
+# 7dd235d). The new sampler has its own tests: tests/test_samplers.py (uniformity,
+# chunk-size and device-count invariance) and tests/test_resume.py (kill/resume).
+CASES.pop("sgd_reshuffle")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -240,8 +240,10 @@ def _partial_checkpoint(tmp_path, monkeypatch, simulate_args):
         if count[0] == 4:
             raise _Crash
     monkeypatch.setattr(ckpt, "save", save)
+    # checkpoint_every=0: a save after every chunk (the default saves every 60 s and at
+    # the end, so a 200-step run would save once and never reach the 4th save)
     with pytest.raises(_Crash), ckpt.auto_checkpoints(str(tmp_path / "ck")):
-        ld.simulate_sgd(*simulate_args, n_chunks=10)
+        ld.simulate_sgd(*simulate_args, n_chunks=10, checkpoint_every=0)
     monkeypatch.undo()
     path = tmp_path / "ck" / "run-000.npz"
     assert 0 < ckpt.peek(str(path))["next_event"] < ckpt.peek(str(path))["n_events"]

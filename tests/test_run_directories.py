@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -142,10 +143,15 @@ def test_cli_run_kill_show_resume_overwrite_with_a_glob_name_touch_no_neighbour(
     assert cli.main(["run", "validate", "--quick", "--quiet", "--out", plain, *TINY]) == 0
     reference = _data(plain)
 
+    # The killed run finishes its first simulation in the subprocess: give it this
+    # process's device count (the CLI would take one per core), so that the sums over
+    # trajectories run in the same order as the in-process reference's.
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count="
+                                     f"{jax.device_count()}")
     proc = subprocess.Popen([sys.executable, "-m", "limitdyn.cli", "run", "validate",
                              "--quick", "--quiet", "--out", hostile, *TINY,
                              "--checkpoint-every", "0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     assert _kill_when_second_simulation_started(proc, hostile) == -signal.SIGKILL
     assert _bystanders(root) == before
     capsys.readouterr()

@@ -135,6 +135,21 @@ class LinearRegression(FiniteSum):
         Xb = self.X[batch]
         return Xb.T @ (Xb @ theta - self.y[batch]) / batch.shape[0]
 
+    def minibatch_gradients(self, theta: Array, batch: Array) -> Array:
+        """:meth:`minibatch_gradient` of many trajectories at once: θ (T, d), batch (T, S)
+        with entries in [0, N) (as the samplers draw them).
+
+        The arithmetic of vmapping :meth:`minibatch_gradient` (the same numbers); the rows
+        are gathered without index wrapping or clamping (~7% of a step). The SGD kernel
+        calls it on tiles of trajectories small enough that the gathered rows (T, S, d) are
+        used by both products while still in cache.
+        """
+        at = batch.astype(jnp.uint32)
+        Xb = self.X.at[at].get(mode="promise_in_bounds")                  # (T, S, d)
+        yb = self.y.at[at].get(mode="promise_in_bounds")
+        r = jnp.einsum("tsd,td->ts", Xb, theta) - yb
+        return jnp.einsum("tsd,ts->td", Xb, r) / batch.shape[1]
+
     def per_example_gradients(self, theta: Array, idx: Array | None = None) -> Array:
         """Rows ``x_i r_i`` (N, d) (or the rows ``idx``)."""
         if idx is None:
