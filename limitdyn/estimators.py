@@ -128,11 +128,11 @@ def accumulate_lag(acc: Accumulators, anchor: jax.Array, x: jax.Array,
     Gives the stationary lag covariance E[x_k x_{k+1}ᵀ] − m mᵀ, whose antisymmetric part
     in a Hessian eigenplane is the phase-space angular momentum (theory.md §4).
     """
-    y = window_anchor(x, alive)
     grouped = _grouper(x.shape[0], acc.lag_count.shape[0])
     acc = acc._replace(lag_count=acc.lag_count + grouped(alive.astype(x.dtype)).sum(1))
-    if not acc.lag_outer.shape[-1]:
+    if not acc.lag_outer.shape[-1]:        # no second moments: ``anchor`` is not kept
         return acc
+    y = window_anchor(x, alive)
     return acc._replace(
         lag_outer=acc.lag_outer + jnp.einsum("gpi,gpj->gij", grouped(anchor), grouped(y)))
 

@@ -145,7 +145,9 @@ class PhaseSpace:
 
     def init(self, n_traj: int, dim: int, dtype) -> Carry:
         d2 = self.dim2(dim)
-        per = {"anchor": jnp.zeros((n_traj, d2), dtype)}
+        # the first half of each lag-one pair, kept between a window step and the next:
+        # only the lag covariance uses it, so without second moments nothing is kept
+        per = {"anchor": jnp.zeros((n_traj, d2), dtype)} if self.covariance else {}
         if self.keep:
             per["trajectories"] = jnp.zeros((n_traj, self.n_record, d2), dtype)
         return Carry(per, estimators.empty(self.n_record, self.n_groups, d2, dtype,
@@ -177,8 +179,13 @@ class PhaseSpace:
                             lambda t: t, per["trajectories"])
             per = per | {"trajectories": kept}
         acc = lax.cond(table["lag"],
-                       lambda a: estimators.accumulate_lag(a, per["anchor"], x, alive),
+                       lambda a: estimators.accumulate_lag(a, per.get("anchor"), x, alive),
                        lambda a: a, acc)
+        if not self.covariance:
+            acc = lax.cond(table["window"],
+                           lambda a: estimators.accumulate_window(a, x, local(), alive),
+                           lambda a: a, acc)
+            return Carry(per, acc)
         acc, anchor = lax.cond(
             table["window"],
             lambda a: (estimators.accumulate_window(a, x, local(), alive),
