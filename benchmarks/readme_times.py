@@ -11,6 +11,7 @@ compile/run split, machine load before each run) and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -58,9 +59,14 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", default=list(EXPERIMENTS))
     parser.add_argument("--quick-only", action="store_true")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--keep", default=None, metavar="DIR",
+                        help="write the runs under DIR and keep them (to look at the figures)")
     args = parser.parse_args(argv)
     rows = []
-    with tempfile.TemporaryDirectory() as workdir:
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+    with (contextlib.nullcontext(args.keep) if args.keep
+          else tempfile.TemporaryDirectory()) as workdir:
         for name in args.only:
             for quick in ((True,) if args.quick_only else (True, False)):
                 rows.append(measure(name, quick, workdir))
