@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -13,6 +15,18 @@ import jax
 from limitdyn import _meta
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def package_at(rev: str, prefix: str = "limitdyn-rev-") -> str:
+    """A temporary directory holding the ``limitdyn`` package as it was at git ``rev``."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    archive = subprocess.run(["git", "archive", rev, "limitdyn"], cwd=root, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+    return tmp
 
 
 def environment() -> dict:

@@ -17,9 +17,7 @@ import argparse
 import importlib
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 
 import jax
 
@@ -27,17 +25,12 @@ import limitdyn as ld
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import table, write  # noqa: E402
+from _common import package_at, table, write  # noqa: E402
 
 
 def load_previous(rev: str):
     """The limitdyn package at git revision ``rev``, imported as ``limitdyn_pre``."""
-    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=HERE, check=True,
-                          capture_output=True, text=True).stdout.strip()
-    tmp = tempfile.mkdtemp(prefix="limitdyn-pre-")
-    archive = subprocess.run(["git", "archive", rev, "limitdyn"], cwd=root, check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+    tmp = package_at(rev, "limitdyn-pre-")
     os.rename(os.path.join(tmp, "limitdyn"), os.path.join(tmp, "limitdyn_pre"))
     sys.path.insert(0, tmp)
     return importlib.import_module("limitdyn_pre")

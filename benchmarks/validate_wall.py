@@ -24,18 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _common import table, write  # noqa: E402
-
-
-def extract(rev: str) -> str:
-    """The limitdyn package at ``rev`` in a temporary directory (returned: its parent)."""
-    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=HERE, check=True,
-                          capture_output=True, text=True).stdout.strip()
-    tmp = tempfile.mkdtemp(prefix="limitdyn-rev-")
-    archive = subprocess.run(["git", "archive", rev, "limitdyn"], cwd=root, check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-    return tmp
+from _common import package_at, table, write  # noqa: E402
 
 
 def one_run(pythonpath: str | None, env_extra: dict, quick: bool, workdir: str,
@@ -63,7 +52,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "validate_wall.json"))
     args = parser.parse_args()
-    old = extract(args.rev)
+    old = package_at(args.rev)
     contenders = {f"{args.rev}": (old, {"LIMITDYN_HOST_DEVICES": "1"}),
                   "today, default (one device per core)": (None, {}),
                   "today, one device": (None, {"LIMITDYN_HOST_DEVICES": "1"})}
