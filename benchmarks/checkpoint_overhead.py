@@ -4,9 +4,14 @@ at the end, and on a signal) against none, interleaved in one process.
 
 Each contender is the same ``simulate_*`` call with ``checkpoint=PATH`` (a fresh file each
 time, so nothing is resumed) or without; the wall time of the whole call is compared (the
-kernel is compiled first, so both sides measure running and, for one, saving).
+kernel is compiled first, so both sides measure running and, for one, saving). Also
+recorded: the size of the checkpoint and of its side files (kept trajectories, appended),
+the number of saves and the bytes all saves of one run wrote together.
 
     python benchmarks/checkpoint_overhead.py [--quick] [--every SECONDS]
+
+``--every 0`` (a save after every one of the 20 chunks, the worst case) writes
+``results/checkpoint_overhead_every0.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import jax
 import numpy as np
 
 import limitdyn as ld
+from limitdyn import checkpoint as ck
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -68,16 +74,33 @@ def main(argv=None):
         args.repeats = 1
     runs = cases(args.quick)
     tmp = tempfile.mkdtemp(prefix="ckpt-bench-")
-    counter = [0]
+    counter, written = [0], {"bytes": 0, "saves": 0}
+    real_save = ck.save
+
+    def files_of(path):
+        return [f for f in (os.path.join(tmp, n) for n in os.listdir(tmp)) if f.startswith(path)]
+
+    def counting_save(path, *a, **kw):        # bytes this save wrote: the file + appended
+        before = {f: os.path.getsize(f) for f in files_of(path) if ".kept-" in f}
+        real_save(path, *a, **kw)
+        after = {f: os.path.getsize(f) for f in files_of(path) if ".kept-" in f}
+        written["bytes"] += os.path.getsize(path) + sum(
+            max(0, n - before.get(f, 0)) for f, n in after.items())
+        written["saves"] += 1
+    ck.save = counting_save
 
     def with_checkpoint(fn):
         counter[0] += 1
         path = os.path.join(tmp, f"c{counter[0]}.npz")
+        written.update(bytes=0, saves=0)
         t0 = time.perf_counter()
         fn(checkpoint=path, checkpoint_every=args.every)
         wall = time.perf_counter() - t0
-        size = os.path.getsize(path)
-        os.remove(path)
+        size = {"checkpoint": os.path.getsize(path),
+                "side_files": sum(os.path.getsize(f) for f in files_of(path) if f != path),
+                "written": written["bytes"], "saves": written["saves"]}
+        for f in files_of(path):
+            os.remove(f)
         return wall, size
 
     def without(fn):
@@ -97,14 +120,22 @@ def main(argv=None):
             ckpt.append(wall)
             sizes.append(size)
         a, b = statistics.median(plain), statistics.median(ckpt)
+        size = sizes[-1]
         results[name] = {"without_seconds": a, "with_seconds": b, "overhead": b / a - 1,
-                         "checkpoint_bytes": max(sizes), "repeats": {"without": plain,
-                                                                     "with": ckpt}}
-        rows.append([name, a, b, f"{100 * (b / a - 1):+.1f}%", f"{max(sizes) / 1e6:.1f} MB"])
-    print(table(["simulation", "no checkpoint s", "checkpointed s", "overhead", "file"], rows))
-    write("checkpoint_overhead", {"benchmark": "B10 checkpoint_overhead",
-                                  "every": args.every, "results": results,
-                                  "load": os.getloadavg()[0], "quick": args.quick}, args.out)
+                         "checkpoint_bytes": size["checkpoint"],
+                         "side_file_bytes": size["side_files"], "saves": size["saves"],
+                         "written_bytes": size["written"],
+                         "repeats": {"without": plain, "with": ckpt}}
+        rows.append([name, a, b, f"{100 * (b / a - 1):+.1f}%",
+                     f"{size['checkpoint'] / 1e6:.2f} + {size['side_files'] / 1e6:.1f} MB",
+                     size["saves"], f"{size['written'] / 1e6:.1f} MB"])
+    print(table(["simulation", "no checkpoint s", "checkpointed s", "overhead",
+                 "checkpoint + side files", "saves", "written in all"], rows))
+    name = "checkpoint_overhead" if args.every is None else \
+        f"checkpoint_overhead_every{args.every:g}"
+    write(name, {"benchmark": "B10 checkpoint_overhead", "every": args.every,
+                 "results": results, "load": os.getloadavg()[0], "quick": args.quick},
+          args.out)
     return results
 
 

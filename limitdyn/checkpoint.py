@@ -11,8 +11,19 @@ run (bit for bit on the same machine and JAX version).
 
 Writes go to ``PATH.tmp-PID`` and are renamed over ``PATH`` after ``fsync``: a kill at
 any moment leaves either the previous checkpoint or the new one, never a torn file. Each
-checkpoint also carries the SHA-256 of its own content (progress, fingerprint and every
-array), checked on every read: a flipped byte is found, not trusted.
+checkpoint ends with the SHA-256 of the archive before it and carries the SHA-256 of its
+content (progress, fingerprint and every array), both checked on every read: a flipped
+byte anywhere in the file is found, not trusted.
+
+Records that only grow — kept trajectories ``(K, n_record, 2d)``, traces ``(K, n_steps)``,
+the per-recorded-step statistics ``(n_record, 2d, 2d)``: arrays an observer fills one slot
+at a time and never touches again (:class:`Growing`) — are not rewritten at every save.
+They live in one side file ``PATH.kept``, slot-major, to which a save *appends* one block
+with the slots filled since the previous save (truncating first to what the current
+``PATH`` vouches for, so bytes a killed save appended are dropped); ``PATH`` lists each
+block with its slot ranges and SHA-256, and a read checks them. A save then costs the
+new slots, not the whole record; a kill between the append and the rename leaves the
+previous checkpoint valid (it reads only its own prefix of the side file).
 
 A checkpoint is a cache of deterministic work. Inside :func:`auto_checkpoints` (every
 simulation of ``limitdyn run``) a checkpoint that fails its check — unreadable, its hash
@@ -35,7 +46,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import hashlib
+import io
+import json
 import os
 import re
 import warnings
@@ -45,7 +59,9 @@ from typing import Any
 import jax
 import numpy as np
 
-FORMAT = 2            # 2: with the content hash
+FORMAT = 3            # 2: with the content hash; 3: growing records in side files
+# a checkpoint file is an npz archive, then this, then the SHA-256 (hex) of the archive
+_TRAILER = b"\nlimitdyn-checkpoint-sha256:"
 _FINGERPRINT = 1      # version of what fingerprint() hashes (independent of the file layout)
 _RUN_FILE = re.compile(r"^run-(\d+)\.npz$")
 _SET_ASIDE = re.compile(r"^run-(\d+)\.npz\.bad-(\d+)$")
@@ -85,11 +101,14 @@ def fingerprint(static: Any, *trees: Any) -> str:
     return h.hexdigest()
 
 
-def _content_hash(meta: np.ndarray, run_id: str, arrays: list[np.ndarray]) -> str:
-    """SHA-256 of everything a checkpoint holds: progress, fingerprint, every array."""
+def _content_hash(meta: np.ndarray, run_id: str, arrays: list[np.ndarray],
+                  appended: str = "[]") -> str:
+    """SHA-256 of everything a checkpoint holds: progress, fingerprint, the list of appended
+    blocks (each with its own hash), every array."""
     h = hashlib.sha256(b"limitdyn-checkpoint-content")
     h.update(np.ascontiguousarray(meta, dtype=np.int64).tobytes())
     h.update(run_id.encode())
+    h.update(b"|appended|" + appended.encode())
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(f"|{a.shape}{a.dtype.str}|".encode())
@@ -97,18 +116,130 @@ def _content_hash(meta: np.ndarray, run_id: str, arrays: list[np.ndarray]) -> st
     return h.hexdigest()
 
 
-def save(path: str, carry: Any, next_event: int, n_events: int, step: int, run_id: str) -> None:
-    """Write the carry after ``next_event`` of ``n_events`` events, atomically."""
+@dataclasses.dataclass(frozen=True)
+class Growing:
+    """A leaf of the carry filled one slot along ``axis`` at a time, its first ``filled``
+    slots final: a checkpoint appends new slots to a side file instead of rewriting it.
+    (Not a pytree: it stands for one leaf in the ``filled`` tree handed to :func:`save`.)"""
+
+    filled: int
+    axis: int
+
+
+class AppendLog:
+    """What the side file of one checkpoint holds, as far as its last save or load vouches
+    (``state``: the checkpoint's own record of it, see :func:`save`). The runner keeps one
+    per run and hands it to every :func:`save` (which updates it) and to :func:`load`
+    (which fills it), so a save appends only what is new."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {}
+
+
+def side_file(path: str) -> str:
+    """The side file holding the growing records of the checkpoint at ``path``."""
+    return f"{path}.kept"
+
+
+def _slot_major(a: np.ndarray, axis: int, start: int, stop: int) -> bytes:
+    """Slots ``start … stop − 1`` along ``axis``, slot-major (the slot axis first)."""
+    return np.ascontiguousarray(np.moveaxis(a, axis, 0)[start:stop]).tobytes()
+
+
+def _slot_bytes(leaf: dict[str, Any]) -> int:
+    shape, axis = leaf["shape"], leaf["axis"]
+    rest = shape[:axis] + shape[axis + 1:]
+    return int(np.prod(rest, dtype=np.int64)) * np.dtype(leaf["dtype"]).itemsize
+
+
+def _register(path: str) -> None:
+    """Record a file written beside an automatic checkpoint in the run directory's ledger."""
+    scope = _SCOPE.get()
+    if scope is not None and scope.register is not None:
+        scope.register(path)
+
+
+def _append(path: str, growing: dict[int, tuple[np.ndarray, Growing]],
+            previous: dict[str, Any]) -> dict[str, Any]:
+    """Bring the side file to the filled slots of every growing leaf: keep the prefix the
+    previous state vouches for (cutting off anything after it), append one block with the
+    new slots of every leaf, fsync. Returns the new state (``{}``: no growing leaf)."""
+    if not growing:
+        return {}
+    side = side_file(path)
+    leaves = []
+    for i, (a, g) in sorted(growing.items()):
+        filled, axis = int(g.filled), int(g.axis)
+        if not (0 <= axis < a.ndim and 0 <= filled <= a.shape[axis]):
+            raise ValueError(f"growing leaf {i} of shape {a.shape} cannot have {filled} "
+                             f"filled slots along axis {axis}")
+        leaves.append({"leaf": i, "shape": list(a.shape), "dtype": a.dtype.str, "axis": axis,
+                       "slots": filled})
+    layout = [{k: v for k, v in e.items() if k != "slots"} for e in leaves]
+    before = {e["leaf"]: e["slots"] for e in previous.get("leaves", [])}
+    kept = previous.get("bytes", 0)
+    try:
+        usable = (previous.get("file") == os.path.basename(side)
+                  and [{k: v for k, v in e.items() if k != "slots"}
+                       for e in previous["leaves"]] == layout
+                  and all(before[e["leaf"]] <= e["slots"] for e in leaves)
+                  and os.path.getsize(side) >= kept)
+    except OSError:        # the side file is gone: write it anew
+        usable = False
+    if not usable:
+        before, kept, blocks = dict.fromkeys(before, 0), 0, []
+        _register(side)
+    else:
+        blocks = list(previous["blocks"])
+    ranges = [[e["leaf"], before.get(e["leaf"], 0), e["slots"]] for e in leaves
+              if e["slots"] > before.get(e["leaf"], 0)]
+    block = b"".join(_slot_major(growing[i][0], growing[i][1].axis, start, stop)
+                     for i, start, stop in ranges)
+    with open(side, "r+b" if kept else "wb") as fh:
+        fh.truncate(kept)
+        fh.seek(kept)
+        if block:
+            fh.write(block)
+            blocks.append({"offset": kept, "sha256": hashlib.sha256(block).hexdigest(),
+                           "slots": ranges})
+        fh.flush()
+        os.fsync(fh.fileno())
+    return {"file": os.path.basename(side), "bytes": kept + len(block), "leaves": leaves,
+            "blocks": blocks}
+
+
+def save(path: str, carry: Any, next_event: int, n_events: int, step: int, run_id: str, *,
+         filled: Any = None, log: AppendLog | None = None) -> None:
+    """Write the carry after ``next_event`` of ``n_events`` events, atomically.
+
+    ``filled``: a tree like ``carry`` whose leaves are :class:`Growing` for a growing leaf
+    (its final slots go to its side file, only the ones not yet there appended) and
+    anything else for a leaf saved whole. ``log``: what earlier saves of this run appended;
+    it is updated once the checkpoint is in place.
+    """
     leaves = jax.tree_util.tree_leaves(carry)
     host = [_host(x) for x in leaves]
-    arrays = {f"leaf_{i}": a for i, a in enumerate(host)}
+    marks = [None] * len(host) if filled is None else jax.tree_util.tree_leaves(filled)
+    if len(marks) != len(host):
+        raise ValueError("filled must have one entry per leaf of the carry")
+    log = AppendLog() if log is None else log
+    growing = {i: (a, g) for i, (a, g) in enumerate(zip(host, marks, strict=True))
+               if isinstance(g, Growing)}
+    state = _append(path, growing, log.state)
+    stored = [np.zeros((0,), a.dtype) if i in growing else a for i, a in enumerate(host)]
+    appended = json.dumps(state, sort_keys=True)
+    arrays = {f"leaf_{i}": a for i, a in enumerate(stored)}
     meta = np.array([FORMAT, next_event, n_events, step], dtype=np.int64)
-    digest = _content_hash(meta, run_id, host)
+    digest = _content_hash(meta, run_id, stored, appended)
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=meta, fingerprint=np.array(run_id),
+             appended=np.frombuffer(appended.encode(), np.uint8),
+             content_sha256=np.array(digest), **arrays)
+    payload = buffer.getvalue()
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, meta=meta, fingerprint=np.array(run_id),
-                     content_sha256=np.array(digest), **arrays)
+            fh.write(payload + _TRAILER + hashlib.sha256(payload).hexdigest().encode())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -116,12 +247,26 @@ def save(path: str, carry: Any, next_event: int, n_events: int, step: int, run_i
         with contextlib.suppress(OSError):   # the temporary file this call created
             os.remove(tmp)
         raise
+    log.state = state
 
 
-def _read(path: str) -> tuple[dict[str, int], str, list[np.ndarray]]:
-    """Progress, fingerprint and arrays of a checkpoint whose content hash checks out."""
+def _read(path: str) -> tuple[dict[str, int], str, list[np.ndarray], dict[str, Any]]:
+    """Progress, fingerprint, arrays and appended blocks of a checkpoint whose content hash
+    checks out (the side files are checked when they are read, by :func:`_read_side`)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({err.strerror})") from None
+    cut = len(raw) - len(_TRAILER) - 64
+    if cut < 0 or raw[cut:cut + len(_TRAILER)] != _TRAILER:
+        raise CheckpointError(f"checkpoint {path} is unreadable (no file hash at its end: "
+                              "cut short, or not a limitdyn checkpoint)")
+    if hashlib.sha256(raw[:cut]).hexdigest().encode() != raw[cut + len(_TRAILER):]:
+        raise CheckpointError(f"checkpoint {path} fails its integrity check (file hash "
+                              "mismatch: the file was changed after it was written)")
+    try:
+        with np.load(io.BytesIO(raw[:cut]), allow_pickle=False) as data:
             meta = np.asarray(data["meta"])
             if meta.shape != (4,) or meta.dtype != np.int64:
                 raise ValueError(f"meta has shape {meta.shape} and dtype {meta.dtype}")
@@ -131,6 +276,10 @@ def _read(path: str) -> tuple[dict[str, int], str, list[np.ndarray]]:
                                       f"reads {FORMAT}")
             run_id = str(data["fingerprint"])
             digest = str(data["content_sha256"])
+            appended = np.asarray(data["appended"])
+            if appended.dtype != np.uint8 or appended.ndim != 1:
+                raise ValueError("the list of appended records is not a byte string")
+            appended = appended.tobytes().decode()
             names = sorted((f for f in data.files if f.startswith("leaf_")),
                            key=lambda f: int(f[5:]))
             if names != [f"leaf_{i}" for i in range(len(names))]:
@@ -141,13 +290,94 @@ def _read(path: str) -> tuple[dict[str, int], str, list[np.ndarray]]:
     except Exception as err:   # zip/npz/format errors of every kind mean "corrupt"
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: "
                               f"{str(err)[:160]})") from None
-    if _content_hash(meta, run_id, arrays) != digest:
+    if _content_hash(meta, run_id, arrays, appended) != digest:
         raise CheckpointError(f"checkpoint {path} fails its integrity check (content hash "
                               "mismatch: the file was changed after it was written)")
     if not 0 <= next_event <= n_events or step < 0:
         raise CheckpointError(f"checkpoint {path} has impossible progress "
                               f"{next_event}/{n_events} at step {step}")
-    return {"next_event": next_event, "n_events": n_events, "step": step}, run_id, arrays
+    state = _appended_state(path, appended, len(arrays))
+    return ({"next_event": next_event, "n_events": n_events, "step": step}, run_id, arrays,
+            state)
+
+
+def _appended_state(path: str, text: str, n_leaves: int) -> dict[str, Any]:
+    """What a checkpoint says its side file holds, checked for consistency: every leaf's
+    slot ranges tile its filled slots, and the blocks tile the vouched-for bytes."""
+    try:
+        state = json.loads(text)
+        if not isinstance(state, dict):
+            raise ValueError("not an object")
+        if not state:
+            return {}
+        if not isinstance(state["file"], str):
+            raise ValueError("the side file's name is not a string")
+        leaves = {}
+        for e in state["leaves"]:
+            shape, axis, slots = e["shape"], e["axis"], e["slots"]
+            if not (isinstance(e["leaf"], int) and 0 <= e["leaf"] < n_leaves
+                    and e["leaf"] not in leaves
+                    and all(isinstance(n, int) and n >= 0 for n in shape)
+                    and isinstance(axis, int) and 0 <= axis < len(shape)
+                    and isinstance(slots, int) and 0 <= slots <= shape[axis]):
+                raise ValueError(f"entry {str(e)[:60]} is inconsistent")
+            np.dtype(e["dtype"])
+            leaves[e["leaf"]] = e
+        reached, offset = dict.fromkeys(leaves, 0), 0
+        for block in state["blocks"]:
+            if block["offset"] != offset or not isinstance(block["sha256"], str):
+                raise ValueError("the blocks do not follow each other")
+            for leaf, start, stop in block["slots"]:
+                if reached.get(leaf) != start or not start < stop:
+                    raise ValueError(f"the slots of leaf {leaf} do not follow each other")
+                reached[leaf] = stop
+                offset += (stop - start) * _slot_bytes(leaves[leaf])
+        if offset != state["bytes"] or any(reached[i] != e["slots"] for i, e in leaves.items()):
+            raise ValueError("the blocks do not add up to the filled slots")
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+            RecursionError) as err:
+        raise CheckpointError(f"checkpoint {path} has an unreadable list of appended "
+                              f"records ({str(err)[:120]})") from None
+    return state
+
+
+def _read_side(path: str, state: dict[str, Any], like: dict[int, np.ndarray]
+               ) -> dict[int, np.ndarray]:
+    """The growing leaves rebuilt from the side file: the vouched-for slots, checked block
+    by block, over the fresh run's values (``like``) for the slots not yet filled."""
+    side = side_file(path)
+    if state["file"] != os.path.basename(side):
+        raise CheckpointError(f"checkpoint {path} names side file {state['file'][:80]!r}, "
+                              f"not its own {os.path.basename(side)!r}")
+    leaves = {e["leaf"]: e for e in state["leaves"]}
+    for i, e in leaves.items():
+        if tuple(e["shape"]) != like[i].shape or np.dtype(e["dtype"]) != like[i].dtype:
+            raise CheckpointError(f"checkpoint {path} does not match this run's state layout")
+    try:
+        if os.path.islink(side) or not os.path.isfile(side):
+            raise CheckpointError(f"{side}, the kept records of checkpoint {path}, is missing "
+                                  "or not a regular file")
+        with open(side, "rb") as fh:
+            raw = fh.read(state["bytes"])
+    except OSError as err:
+        raise CheckpointError(f"{side} is unreadable ({err.strerror})") from None
+    if len(raw) != state["bytes"]:
+        raise CheckpointError(f"{side} holds {len(raw)} bytes, its checkpoint vouches for "
+                              f"{state['bytes']}")
+    out = {i: np.array(like[i], copy=True) for i in leaves}
+    for block in state["blocks"]:
+        offset = block["offset"]
+        sizes = [(stop - start) * _slot_bytes(leaves[i]) for i, start, stop in block["slots"]]
+        if hashlib.sha256(raw[offset:offset + sum(sizes)]).hexdigest() != block["sha256"]:
+            raise CheckpointError(f"{side} fails its integrity check (bytes {offset}… changed "
+                                  "after they were written)")
+        for (i, start, stop), size in zip(block["slots"], sizes, strict=True):
+            e = leaves[i]
+            rest = e["shape"][:e["axis"]] + e["shape"][e["axis"] + 1:]
+            data = np.frombuffer(raw, out[i].dtype, size // out[i].dtype.itemsize, offset)
+            np.moveaxis(out[i], e["axis"], 0)[start:stop] = data.reshape((stop - start, *rest))
+            offset += size
+    return out
 
 
 def peek(path: str) -> dict[str, int]:
@@ -194,6 +424,7 @@ def _set_aside(path: str, reason: str, scope: _Scope) -> None:
     if scope.register is not None:
         scope.register(moved)
     os.replace(path, moved)
+    _set_aside_side_file(path, k, scope)
     record = {"file": path, "moved_to": moved, "reason": reason}
     scope.set_aside.append(record)
     if scope.on_set_aside is not None:
@@ -202,17 +433,31 @@ def _set_aside(path: str, reason: str, scope: _Scope) -> None:
                   "is recomputed from the start", CheckpointWarning, stacklevel=3)
 
 
-def load(path: str, template: Any, run_id: str, *, heal: bool | None = None
-         ) -> tuple[Any, int] | None:
+def _set_aside_side_file(path: str, k: int, scope: _Scope) -> None:
+    """Move the side file of a checkpoint set aside beside it (``PATH.kept.bad-K``): the
+    recomputed run writes its own, and nothing limitdyn found is deleted."""
+    side = side_file(path)
+    moved = f"{side}.bad-{k}"
+    if not os.path.isfile(side) or os.path.islink(side) or os.path.lexists(moved):
+        return
+    if scope.register is not None:
+        scope.register(moved)
+    with contextlib.suppress(OSError):
+        os.replace(side, moved)
+
+
+def load(path: str, template: Any, run_id: str, *, heal: bool | None = None,
+         log: AppendLog | None = None) -> tuple[Any, int] | None:
     """The carry and next event stored at ``path``; None when there is no checkpoint.
 
     ``heal`` (default: True exactly for the paths :func:`auto_checkpoints` hands out): a
     checkpoint that cannot be used is set aside and None returned, so the simulation starts
-    again; otherwise that raises.
+    again; otherwise that raises. Growing leaves are read back from their side files
+    (``log``, when given, learns what those hold, for the next :func:`save`).
 
     Raises:
-        CheckpointError: the file is unreadable, fails its integrity check or belongs to a
-            different run (unless healing).
+        CheckpointError: the file or a side file is unreadable, fails its integrity check
+            or belongs to a different run (unless healing).
     """
     scope = _SCOPE.get()
     if heal is None:
@@ -221,26 +466,33 @@ def load(path: str, template: Any, run_id: str, *, heal: bool | None = None
         _remove_stale_temporaries(path)     # a run directory's own resume does it otherwise
     if not os.path.lexists(path):
         return None
+    leaves, treedef = jax.tree_util.tree_flatten(template)
     try:
         if os.path.islink(path) or not os.path.isfile(path):
             raise CheckpointError(f"checkpoint {path} is not a regular file")
-        progress, stored_id, arrays = _read(path)
-        leaves, treedef = jax.tree_util.tree_flatten(template)
+        progress, stored_id, arrays, state = _read(path)
         if stored_id != run_id:
             raise CheckpointError(f"checkpoint {path} was written by a different run (other "
                                   "problem, hyperparameters, seed, sizes or schedule); delete "
                                   "it or choose another checkpoint path")
+        growing = {e["leaf"] for e in state.get("leaves", [])}
         if len(arrays) != len(leaves) or any(
-                a.shape != _host(like).shape or a.dtype != _host(like).dtype
-                for a, like in zip(arrays, leaves, strict=False)):
+                i not in growing and (a.shape != _host(like).shape
+                                      or a.dtype != _host(like).dtype)
+                for i, (a, like) in enumerate(zip(arrays, leaves, strict=False))):
             raise CheckpointError(f"checkpoint {path} does not match this run's state layout")
         if progress["n_events"] <= 0 or progress["next_event"] > progress["n_events"]:
             raise CheckpointError(f"checkpoint {path} has impossible progress")
+        if growing:
+            for i, a in _read_side(path, state, {i: _host(leaves[i]) for i in growing}).items():
+                arrays[i] = a
     except CheckpointError as err:
         if not heal or scope is None:
             raise
         _set_aside(path, str(err), scope)
         return None
+    if log is not None:
+        log.state = state
     restored = []
     for array, like in zip(arrays, leaves, strict=True):
         value = (jax.random.wrap_key_data(array, impl=jax.random.key_impl(like))

@@ -49,6 +49,14 @@ class Accumulators(NamedTuple):
     lag_outer: jax.Array     # (G, D, D) Σ y_k y_{k+1}ᵀ
 
 
+# written once, at their recorded step's slot (axis 0), and never again
+PER_RECORD = ("count", "mean", "cov", "fourth", "disp_mean", "disp_var", "local_mean",
+              "local_var")
+# sums over the window, updated at every window step
+PER_GROUP = ("win_count", "win_sum", "win_outer", "win_local", "lag_count", "lag_outer")
+assert set(PER_RECORD + PER_GROUP) == set(Accumulators._fields)
+
+
 def empty(n_record: int, n_groups: int, dim2: int, dtype,
           covariance: bool = True) -> Accumulators:
     z = jnp.zeros

@@ -39,6 +39,7 @@ import numpy as np
 from jax import lax
 
 from . import estimators
+from .checkpoint import Growing
 from .sgd import State
 
 WINDOW_SAMPLES = 64   # default number of window samples after burn-in
@@ -142,6 +143,19 @@ class PhaseSpace:
 
     def dim2(self, dim: int) -> int:
         return 2 * (dim if self.basis_dim is None else self.basis_dim)
+
+    def growing(self, carry: Carry, last_step: int) -> Carry:
+        """``carry`` with its write-once records marked (:class:`~limitdyn.checkpoint.
+        Growing`): the per-recorded-step statistics (slot axis 0) and kept trajectories
+        (axis 1) are final up to the last record step ≤ ``last_step``; a checkpoint appends
+        their new slots instead of rewriting them. Everything else is −1 (saved whole)."""
+        n = int(np.searchsorted(self.record_steps, last_step, side="right"))
+        per, acc = carry
+        marks = {name: -1 for name in per}
+        if "trajectories" in per:
+            marks["trajectories"] = Growing(n, 1)
+        return Carry(marks, acc._replace(**{f: Growing(n, 0) for f in estimators.PER_RECORD},
+                                         **{f: -1 for f in estimators.PER_GROUP}))
 
     def init(self, n_traj: int, dim: int, dtype) -> Carry:
         d2 = self.dim2(dim)
@@ -292,6 +306,11 @@ class Trace:
             else:
                 out[name] = jax.eval_shape(what, spec, spec)
         return out
+
+    def growing(self, carry: Carry, last_step: int) -> Carry:
+        """Every trace is written once per traced step (slot axis 1): checkpoints append."""
+        n = int(np.searchsorted(self.steps, last_step, side="right"))
+        return Carry({name: Growing(n, 1) for name in carry.per_trajectory}, ())
 
     def init(self, n_traj: int, dim: int, dtype) -> Carry:
         per = {name: jnp.full((n_traj, self.n_steps_traced, *s.shape), jnp.nan,

@@ -351,9 +351,10 @@ def _next_stop(plan: Plan, first: int, n_events: int, step: int, per_step: float
 
 def _run_chunks(static, carry, params, traj_keys, obs_arrays, events, tables, loss_at,
                 loss_bound, plan, first, n_events, placement, checkpoint, checkpoint_every,
-                run_id, stop_req, progress, description):
+                run_id, log, stop_req, progress, description):
     """Compile (cached) and run the kernel from event ``first`` to the end in calls,
-    checkpointing when due; returns (carry, compile seconds, start of the run clock)."""
+    checkpointing when due (``log``: what the checkpoint's side files hold); returns
+    (carry, compile seconds, start of the run clock)."""
     zero = jnp.zeros((), jnp.int32)
     run, compile_seconds = _compiled(
         "advance", _advance, static,
@@ -380,12 +381,29 @@ def _run_chunks(static, carry, params, traj_keys, obs_arrays, events, tables, lo
             stopping = stop_req is not None and stop_req.signum is not None
             if checkpoint is not None and (first >= n_events or stopping or every == 0
                                            or now - last_save >= every):
-                ckpt.save(checkpoint, carry, first, n_events, int(carry.step), run_id)
+                ckpt.save(checkpoint, carry, first, n_events, int(carry.step), run_id,
+                          filled=filled_slots(static[1], carry, plan.event_steps, first),
+                          log=log)
                 last_save = time.perf_counter()
             bar.update(int(carry.step) - bar.n)
             if stopping:
                 stop_req.raise_now()
     return carry, compile_seconds, t0
+
+
+def filled_slots(obs: tuple, carry: Carry, event_steps: np.ndarray, next_event: int) -> Any:
+    """For a checkpoint: a tree like ``carry`` marking the growing records — what each
+    observer's ``growing`` says is filled one slot at a time, with how many slots are final
+    after events ``0 … next_event − 1`` (:class:`limitdyn.checkpoint.Growing`) — and −1 for
+    every leaf saved whole. Growing records are appended to side files, not rewritten."""
+    last = int(event_steps[next_event - 1]) if next_event > 0 else -1
+
+    def whole(tree):
+        return jax.tree_util.tree_map(lambda _: -1, tree)
+
+    marked = tuple(o.growing(oc, last) if hasattr(o, "growing") else whole(oc)
+                   for o, oc in zip(obs, carry.obs, strict=True))
+    return Carry(whole(carry.state), whole(carry.aux), -1, -1, -1, -1, marked)
 
 
 def run_ensemble(dynamics: Any, params: Any, key: jax.Array, theta0: jax.Array,
@@ -425,13 +443,13 @@ def run_ensemble(dynamics: Any, params: Any, key: jax.Array, theta0: jax.Array,
                                                                              obs_arrays))
         carry, placement = _init_sharded(static, mesh, traj_keys, theta0, v0)
     first = 0
-    run_id = None
+    run_id, log = None, ckpt.AppendLog()
     if checkpoint is not None:
         prng = (bool(jax.config.jax_threefry_partitionable), str(jax.config.jax_default_prng_impl))
         run_id = ckpt.fingerprint(
             (dynamics, obs, use_loss, max_loss, prng), params, key, theta0, v0, obs_arrays,
             (plan.event_steps, plan.chunk_ends, plan.loss_at, streams_arr), plan.tables)
-        loaded = ckpt.load(checkpoint, carry, run_id)
+        loaded = ckpt.load(checkpoint, carry, run_id, log=log)
         if loaded is not None:
             carry, first = loaded
     events = jnp.asarray(plan.event_steps, jnp.int32)
@@ -449,7 +467,7 @@ def run_ensemble(dynamics: Any, params: Any, key: jax.Array, theta0: jax.Array,
             carry, compile_seconds, t0 = _run_chunks(
                 static, carry, params, traj_keys, obs_arrays, events, tables, loss_at,
                 loss_bound, plan, first, n_events, placement, checkpoint, checkpoint_every,
-                run_id, stop_req, progress, description)
+                run_id, log, stop_req, progress, description)
     run_seconds = time.perf_counter() - t0
     if mesh is not None:   # every process gets every statistic and every trajectory
         carry = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))(carry)
@@ -811,7 +829,9 @@ def simulate_sgd(prob: Problem, hp: Hyper, key: Any, n_traj: int, n_steps: int,
             stops: a resume continues from that moment), and a later call with the same
             arguments continues from it — after a crash, or instantly once finished. A
             checkpoint written by a different run is refused (:class:`~limitdyn.checkpoint.
-            CheckpointError`). Inside ``limitdyn run`` every simulation is checkpointed.
+            CheckpointError`). Records that only grow (kept trajectories, traces, the
+            per-recorded-step statistics) are appended to ``PATH.kept`` save by save.
+            Inside ``limitdyn run`` every simulation is checkpointed.
         checkpoint_every: seconds between timed checkpoints (default 60, or the
             ``limitdyn run --checkpoint-every`` value; 0: after every chunk). A kill -9
             loses at most this much work.

@@ -1,6 +1,7 @@
 """Long runs lose nothing: checkpoints, resume after SIGKILL, run-directory states, and
 diverged-trajectory counts at every recorded step."""
 
+import itertools
 import json
 import os
 import signal
@@ -310,3 +311,86 @@ def test_sigterm_checkpoints_the_moment_it_arrives_and_resume_continues_from_the
     got, want = _arrays(out), _arrays(ref)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-12, err_msg=name)
+
+
+def test_growing_records_are_appended_to_a_side_file_not_rewritten(tmp_path, monkeypatch):
+    """Issue 19: a save appends the slots recorded since the previous one (kept
+    trajectories, traces, per-recorded-step statistics), the checkpoint itself holds only
+    the rest of the carry, a kill between the append and the rename loses nothing, and the
+    resumed run gives the same records bit for bit."""
+    prob, hp = _problem()
+    args = (prob, hp, KEY, 32, 400)
+    steps = np.arange(0, 401, 10)
+    run = {"n_chunks": 8, "record": steps, "keep_trajectories": True,
+           "traces": {"loss": "loss"}, "trace_steps": steps}
+    reference = ld.simulate_sgd(*args, **run)
+    path = tmp_path / "run.npz"
+    side = tmp_path / "run.npz.kept"
+    real, sizes = ckpt.save, []
+
+    def save(p, carry, *a, **kw):
+        real(p, carry, *a, **kw)
+        sizes.append((os.path.getsize(p), os.path.getsize(side)))
+        if len(sizes) == 5:
+            # the next save appends to the side file and is then killed before its rename
+            with open(side, "ab") as fh:
+                fh.write(b"\x00" * 4096)
+            raise _Crash
+    monkeypatch.setattr(ckpt, "save", save)
+    with pytest.raises(_Crash):
+        ld.simulate_sgd(*args, checkpoint=path, checkpoint_every=0, **run)
+    monkeypatch.undo()
+    # per recorded step: K·2d trajectory values, K loss values, and the statistics
+    # (count, mean 2d, cov and fourth moments (2d)², four displacement moments), float32
+    per_slot = 4 * (32 * 8 + 32 + 1 + 8 + 2 * 64 + 4)
+    main_sizes = [m for m, _ in sizes]     # grows only by the list of appended blocks
+    assert all(0 < b - a < 400 for a, b in itertools.pairwise(main_sizes)), main_sizes
+    assert main_sizes[0] < 30000           # state, sampler state and window sums (K = 32, d = 4)
+    with np.load(path) as stored_arrays:   # no record inside the checkpoint itself
+        assert not [f for f in stored_arrays.files
+                    if 41 in stored_arrays[f].shape or 64 in stored_arrays[f].shape]
+    side_sizes = [k for _, k in sizes]
+    slots = [ckpt.peek(str(path))["step"] // 10 + 1]
+    assert all(b > a for a, b in itertools.pairwise(side_sizes))   # it grows, save by save
+    assert side_sizes[-1] == slots[0] * per_slot
+    assert os.path.getsize(side) == slots[0] * per_slot + 4096     # stray bytes past the end
+    resumed = ld.simulate_sgd(*args, checkpoint=path, **run)
+    assert os.path.getsize(side) == 41 * per_slot                  # … cut off
+    np.testing.assert_array_equal(resumed.trajectories, reference.trajectories)
+    np.testing.assert_array_equal(resumed.traces["loss"], reference.traces["loss"])
+    for name in ("mean", "cov", "displacement", "stationary_cov", "stationary_lag_cov"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(reference, name), name)
+    np.testing.assert_array_equal(resumed.stderr.cov, reference.stderr.cov)
+    again = ld.simulate_sgd(*args, checkpoint=path, **run)          # finished: read back
+    np.testing.assert_array_equal(again.trajectories, reference.trajectories)
+    np.testing.assert_array_equal(again.cov, reference.cov)
+
+    raw = bytearray(side.read_bytes())                              # a flipped byte is found
+    raw[per_slot * 3 + 5] ^= 0xFF
+    side.write_bytes(bytes(raw))
+    with pytest.raises(ckpt.CheckpointError, match="fails its integrity check"):
+        ld.simulate_sgd(*args, checkpoint=path, **run)
+    side.write_bytes(bytes(raw[:per_slot * 7]))                     # so is a truncated one
+    with pytest.raises(ckpt.CheckpointError, match="vouches for"):
+        ld.simulate_sgd(*args, checkpoint=path, **run)
+    side.unlink()                                                   # and a missing one
+    with pytest.raises(ckpt.CheckpointError, match="missing"):
+        ld.simulate_sgd(*args, checkpoint=path, **run)
+
+
+def test_a_damaged_side_file_in_a_run_directory_is_set_aside_with_its_checkpoint(tmp_path):
+    prob, hp = _problem()
+    args = (prob, hp, KEY, 16, 100)
+    run = {"record": np.arange(0, 101, 10), "keep_trajectories": True}
+    reference = ld.simulate_sgd(*args, **run)
+    with ckpt.auto_checkpoints(str(tmp_path)):
+        ld.simulate_sgd(*args, **run)
+    side = tmp_path / "run-000.npz.kept"
+    side.write_bytes(b"\x01" + side.read_bytes()[1:])
+    with ckpt.auto_checkpoints(str(tmp_path)) as scope, pytest.warns(ckpt.CheckpointWarning):
+        healed = ld.simulate_sgd(*args, **run)
+    assert len(scope.set_aside) == 1 and "integrity" in scope.set_aside[0]["reason"]
+    assert (tmp_path / "run-000.npz.bad-1").exists()
+    assert (tmp_path / "run-000.npz.kept.bad-1").exists()
+    np.testing.assert_array_equal(healed.trajectories, reference.trajectories)
+    np.testing.assert_array_equal(healed.cov, reference.cov)
