@@ -81,9 +81,9 @@ def main(argv=None):
         return [f for f in (os.path.join(tmp, n) for n in os.listdir(tmp)) if f.startswith(path)]
 
     def counting_save(path, *a, **kw):        # bytes this save wrote: the file + appended
-        before = {f: os.path.getsize(f) for f in files_of(path) if ".kept-" in f}
+        before = {f: os.path.getsize(f) for f in files_of(path) if f.endswith(".kept")}
         real_save(path, *a, **kw)
-        after = {f: os.path.getsize(f) for f in files_of(path) if ".kept-" in f}
+        after = {f: os.path.getsize(f) for f in files_of(path) if f.endswith(".kept")}
         written["bytes"] += os.path.getsize(path) + sum(
             max(0, n - before.get(f, 0)) for f, n in after.items())
         written["saves"] += 1

@@ -101,8 +101,11 @@ def _vmapped(next_: Callable) -> Callable:
 
 
 def _slot_bits(traj_keys: jax.Array, step: jax.Array, s: int) -> jax.Array:
-    """(S, K): column i is ``bits(fold_in(traj_keys[i], step), (S,))``."""
-    return _prng.trajectory_bits(traj_keys, step, s, transpose=True)
+    """(S, K): column i is ``bits(fold_in(traj_keys[i], step), (S,))``. Hashed in the
+    (K, S) layout and transposed: on a CPU that is ~2.8× faster than hashing in (S, K)
+    order (0.09 against 0.26 ms at K = 4096, S = 32), and XLA fuses the transpose with
+    the bound that follows."""
+    return _prng.trajectory_bits(traj_keys, step, s).T
 
 
 # --- Floyd's algorithm, slot-major ------------------------------------------------------
@@ -119,7 +122,9 @@ def _floyd(draws: jax.Array, tops: jax.Array, n: int) -> jax.Array:
     taken before: every earlier pick is at most tops[i − 1]). The picks are a uniform
     S-subset of [0, tops[S−1]]. Slot-major, so that each of the S rounds compares whole
     rows (vectors over the trajectories); int16 when n allows (twice the lanes per
-    vector). A rolled loop: the unrolled S²/2 compares took 8–14 s to compile.
+    vector), and "already taken" as an int8 maximum over the rows rather than a boolean
+    ``any`` (half the time of the whole draw at K = 4096, S = 32 on a CPU). A rolled
+    loop: the unrolled S²/2 compares took 8–14 s to compile.
     """
     dtype = _small_int(n)
     d = draws.astype(dtype)
@@ -128,7 +133,7 @@ def _floyd(draws: jax.Array, tops: jax.Array, n: int) -> jax.Array:
     def take(i, chosen):
         di = lax.dynamic_index_in_dim(d, i, 0, keepdims=True)
         ti = lax.dynamic_index_in_dim(t, i, 0, keepdims=True)
-        taken = jnp.any(chosen == di, axis=0, keepdims=True)
+        taken = jnp.max((chosen == di).astype(jnp.int8), axis=0, keepdims=True) > 0
         return lax.dynamic_update_index_in_dim(chosen, jnp.where(taken, ti, di), i, 0)
 
     return lax.fori_loop(0, d.shape[0], take, jnp.full(d.shape, -1, dtype)).astype(jnp.int32)
