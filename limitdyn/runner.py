@@ -162,7 +162,7 @@ def _freeze(ok: jax.Array, new: Any, old: Any) -> Any:
 def _advance(static, carry: Carry, params, traj_keys, obs_arrays, event_steps, tables,
              loss_at, max_loss, first_event, stop_event) -> Carry:
     """Run events ``first_event … stop_event − 1``: step to each, check divergence, observe."""
-    dynamics, obs, use_loss = static
+    dynamics, obs, use_loss, always = static
     batched_step = batched_step_of(dynamics)
     problem = dynamics.problem(params)
     step_size = dynamics.step_size(params)
@@ -192,8 +192,11 @@ def _advance(static, carry: Carry, params, traj_keys, obs_arrays, event_steps, t
                               was_alive, step_size, loss, aux, params, problem, traj_keys,
                               dynamics)
         new_obs = []
-        for o, oc, tab, arr in zip(obs, c.obs, tables, obs_arrays, strict=True):
+        for o, oc, tab, arr, every in zip(obs, c.obs, tables, obs_arrays, always, strict=True):
             t_e = jax.tree_util.tree_map(lambda a: a[e], tab)
+            if every:     # fires at every event: no cond (a firing cond copies the carry)
+                new_obs.append(o.observe(oc, t_e, view, arr))
+                continue
             new_obs.append(lax.cond(t_e["fires"],
                                     lambda oc, o=o, t_e=t_e, arr=arr: o.observe(oc, t_e, view,
                                                                                 arr),
@@ -204,7 +207,7 @@ def _advance(static, carry: Carry, params, traj_keys, obs_arrays, event_steps, t
 
 
 def _init_carry(static, traj_keys, theta0, v0) -> Carry:
-    dynamics, obs, _ = static
+    dynamics, obs = static[:2]
     n_traj, dim = theta0.shape
     aux = jax.vmap(dynamics.init_aux)(traj_keys)
     state = sgd.State(theta0, v0)
@@ -426,7 +429,9 @@ def run_ensemble(dynamics: Any, params: Any, key: jax.Array, theta0: jax.Array,
     n_events = plan.n_events
     streams_arr = jnp.arange(n_traj) if streams is None else jnp.asarray(streams, jnp.int32)
     use_loss = bool(plan.loss_at.any())
-    static = (dynamics, obs, use_loss)
+    # which observers fire at every event (then observed without a cond)
+    always = tuple(bool(np.all(t["fires"])) for t in plan.tables)
+    static = (dynamics, obs, use_loss, always)
     obs_arrays = tuple(o.arrays() for o in obs)
     if mesh is None:
         _devices.warn_if_one_device()
