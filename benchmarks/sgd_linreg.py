@@ -288,7 +288,7 @@ def main(argv=None):
                         help="steps for the slow jax.random.choice loop (rates are per step)")
     parser.add_argument("--numpy-steps", type=int, default=20,
                         help="steps for the numpy loop (rates are per step)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--devices", type=int, default=2,
                         help="also measure in a subprocess with this many forced host "
                              "devices (0: skip)")

@@ -2,8 +2,9 @@
 
     python examples/long_runs.py [--n-traj 4096] [--n-steps 4000] [--dir /tmp/limitdyn-ckpt]
 
-1. A run with ``checkpoint=PATH`` saves its whole state after every chunk; we simulate a
-   crash after a few chunks, call again, and get exactly the uninterrupted statistics.
+1. A run with ``checkpoint=PATH`` saves its whole state every ``checkpoint_every`` seconds
+   (default 60; here 0: after every chunk), at its end and on Ctrl-C/SIGTERM; we simulate
+   a crash after a few chunks, call again, and get exactly the uninterrupted statistics.
 2. ``devices=`` shards the trajectories over a device mesh (on a CPU try
    ``XLA_FLAGS=--xla_force_host_platform_device_count=4``); the statistics do not depend on
    the device count beyond float rounding.
@@ -51,7 +52,7 @@ def main():
             raise Crash
     checkpoint.save = crashing_save
     try:
-        ld.simulate_sgd(prob, hp, key, checkpoint=path, **run)
+        ld.simulate_sgd(prob, hp, key, checkpoint=path, checkpoint_every=0, **run)
     except Crash:
         print(f"crashed at step {checkpoint.peek(path)['step']} of {args.n_steps}; resuming")
     finally:

@@ -43,3 +43,12 @@ def test_example_runs(name, tmp_path, monkeypatch, capsys):
     assert len(out.strip().splitlines()) >= 2, out
     if "--plot" in argv:
         assert Path(argv[argv.index("--plot") + 1]).stat().st_size > 0
+    for line in EXPECTED.get(name, ()):
+        assert line in out, out
+
+
+# What a script must print (a demonstration that silently skips its point is a defect).
+EXPECTED = {
+    "long_runs.py": ["crashed at step", "resumed run equals the uninterrupted one bit for bit: "
+                     "True"],
+}
