@@ -6,7 +6,10 @@ Each contender is the same ``simulate_*`` call with ``checkpoint=PATH`` (a fresh
 time, so nothing is resumed) or without; the wall time of the whole call is compared (the
 kernel is compiled first, so both sides measure running and, for one, saving). Also
 recorded: the size of the checkpoint and of its side files (kept trajectories, appended),
-the number of saves and the bytes all saves of one run wrote together.
+the number of saves and the bytes all saves of one run wrote together, and the time spent
+inside the checkpoint code itself (fingerprint, load, every save: ``direct_overhead`` is
+that over the unchecked run's time) — on this shared 2-core machine the interleaved wall
+times scatter by ±10 % from run to run, more than a 1 MB save costs.
 
     python benchmarks/checkpoint_overhead.py [--quick] [--every SECONDS]
 
@@ -74,15 +77,29 @@ def main(argv=None):
         args.repeats = 1
     runs = cases(args.quick)
     tmp = tempfile.mkdtemp(prefix="ckpt-bench-")
-    counter, written = [0], {"bytes": 0, "saves": 0}
+    counter, written = [0], {"bytes": 0, "saves": 0, "seconds": 0.0}
     real_save = ck.save
+    real = {name: getattr(ck, name) for name in ("fingerprint", "load")}
+
+    def timed(fn):                      # the checkpoint code's own time, measured directly
+        def call(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                written["seconds"] += time.perf_counter() - t0
+        return call
+    for name, fn in real.items():
+        setattr(ck, name, timed(fn))
 
     def files_of(path):
         return [f for f in (os.path.join(tmp, n) for n in os.listdir(tmp)) if f.startswith(path)]
 
     def counting_save(path, *a, **kw):        # bytes this save wrote: the file + appended
         before = {f: os.path.getsize(f) for f in files_of(path) if f.endswith(".kept")}
+        t0 = time.perf_counter()
         real_save(path, *a, **kw)
+        written["seconds"] += time.perf_counter() - t0
         after = {f: os.path.getsize(f) for f in files_of(path) if f.endswith(".kept")}
         written["bytes"] += os.path.getsize(path) + sum(
             max(0, n - before.get(f, 0)) for f, n in after.items())
@@ -92,13 +109,14 @@ def main(argv=None):
     def with_checkpoint(fn):
         counter[0] += 1
         path = os.path.join(tmp, f"c{counter[0]}.npz")
-        written.update(bytes=0, saves=0)
+        written.update(bytes=0, saves=0, seconds=0.0)
         t0 = time.perf_counter()
         fn(checkpoint=path, checkpoint_every=args.every)
         wall = time.perf_counter() - t0
         size = {"checkpoint": os.path.getsize(path),
                 "side_files": sum(os.path.getsize(f) for f in files_of(path) if f != path),
-                "written": written["bytes"], "saves": written["saves"]}
+                "written": written["bytes"], "saves": written["saves"],
+                "seconds": written["seconds"]}
         for f in files_of(path):
             os.remove(f)
         return wall, size
@@ -113,23 +131,28 @@ def main(argv=None):
         with_checkpoint(fn)
     results, rows = {}, []
     for name, fn in runs.items():
-        plain, ckpt, sizes = [], [], []
+        plain, ckpt, sizes, inside = [], [], [], []
         for _ in range(args.repeats):
             plain.append(without(fn)[0])
             wall, size = with_checkpoint(fn)
             ckpt.append(wall)
             sizes.append(size)
+            inside.append(size["seconds"])
         a, b = statistics.median(plain), statistics.median(ckpt)
         size = sizes[-1]
+        direct = statistics.median(inside) / a
         results[name] = {"without_seconds": a, "with_seconds": b, "overhead": b / a - 1,
+                         "checkpoint_code_seconds": statistics.median(inside),
+                         "direct_overhead": direct,
                          "checkpoint_bytes": size["checkpoint"],
                          "side_file_bytes": size["side_files"], "saves": size["saves"],
                          "written_bytes": size["written"],
                          "repeats": {"without": plain, "with": ckpt}}
-        rows.append([name, a, b, f"{100 * (b / a - 1):+.1f}%",
+        rows.append([name, a, b, f"{100 * (b / a - 1):+.1f}%", f"{100 * direct:.1f}%",
                      f"{size['checkpoint'] / 1e6:.2f} + {size['side_files'] / 1e6:.1f} MB",
                      size["saves"], f"{size['written'] / 1e6:.1f} MB"])
     print(table(["simulation", "no checkpoint s", "checkpointed s", "overhead",
+                 "in checkpoint code",
                  "checkpoint + side files", "saves", "written in all"], rows))
     name = "checkpoint_overhead" if args.every is None else \
         f"checkpoint_overhead_every{args.every:g}"
