@@ -17,12 +17,13 @@ array), checked on every read: a flipped byte anywhere in the file is found, not
 Records that only grow — kept trajectories ``(K, n_record, 2d)``, traces ``(K, n_steps)``,
 the per-recorded-step statistics ``(n_record, 2d, 2d)``: arrays an observer fills one slot
 at a time and never touches again (:class:`Growing`) — are not rewritten at every save.
-They live in one side file ``PATH.kept``, slot-major, to which a save *appends* one block
-with the slots filled since the previous save (truncating first to what the current
-``PATH`` vouches for, so bytes a killed save appended are dropped); ``PATH`` lists each
-block with its slot ranges and SHA-256, and a read checks them. A save then costs the
-new slots, not the whole record; a kill between the append and the rename leaves the
-previous checkpoint valid (it reads only its own prefix of the side file).
+They live in one side file ``PATH.kept`` to which a save *appends* one block with, for
+each such leaf, the slots filled since the previous save (in the leaf's own layout),
+truncating first to what the current ``PATH`` vouches for, so bytes a killed save appended
+are dropped; ``PATH`` lists each block with its slot ranges and SHA-256, and a read
+checks them. A save then costs the new slots, not the whole record; a kill between the
+append and the rename leaves the previous checkpoint valid (it reads only its own prefix
+of the side file).
 
 A checkpoint is a cache of deterministic work. Inside :func:`auto_checkpoints` (every
 simulation of ``limitdyn run``) a checkpoint that fails its check — unreadable, its hash
@@ -125,9 +126,10 @@ def side_file(path: str) -> str:
     return f"{path}.kept"
 
 
-def _slot_major(a: np.ndarray, axis: int, start: int, stop: int) -> bytes:
-    """Slots ``start … stop − 1`` along ``axis``, slot-major (the slot axis first)."""
-    return np.ascontiguousarray(np.moveaxis(a, axis, 0)[start:stop]).tobytes()
+def _block(a: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    """Slots ``start … stop − 1`` along ``axis``, C-contiguous in the leaf's own layout (no
+    copy when they are the whole leaf, as for a run saved once, at its end)."""
+    return np.ascontiguousarray(a[(slice(None),) * axis + (slice(start, stop),)])
 
 
 def _slot_bytes(leaf: dict[str, Any]) -> int:
@@ -177,18 +179,20 @@ def _append(path: str, growing: dict[int, tuple[np.ndarray, Growing]],
         blocks = list(previous["blocks"])
     ranges = [[e["leaf"], before.get(e["leaf"], 0), e["slots"]] for e in leaves
               if e["slots"] > before.get(e["leaf"], 0)]
-    block = b"".join(_slot_major(growing[i][0], growing[i][1].axis, start, stop)
-                     for i, start, stop in ranges)
+    digest, size = hashlib.sha256(), 0
     with open(side, "r+b" if kept else "wb") as fh:
         fh.truncate(kept)
         fh.seek(kept)
-        if block:
-            fh.write(block)
-            blocks.append({"offset": kept, "sha256": hashlib.sha256(block).hexdigest(),
-                           "slots": ranges})
+        for i, start, stop in ranges:      # written and hashed part by part, no joined copy
+            part = _block(growing[i][0], growing[i][1].axis, start, stop)
+            digest.update(part)
+            fh.write(part)
+            size += part.nbytes
         fh.flush()
         os.fsync(fh.fileno())
-    return {"file": os.path.basename(side), "bytes": kept + len(block), "leaves": leaves,
+    if ranges:
+        blocks.append({"offset": kept, "sha256": digest.hexdigest(), "slots": ranges})
+    return {"file": os.path.basename(side), "bytes": kept + size, "leaves": leaves,
             "blocks": blocks}
 
 
@@ -352,10 +356,10 @@ def _read_side(path: str, state: dict[str, Any], like: dict[int, np.ndarray]
             raise CheckpointError(f"{side} fails its integrity check (bytes {offset}… changed "
                                   "after they were written)")
         for (i, start, stop), size in zip(block["slots"], sizes, strict=True):
-            e = leaves[i]
-            rest = e["shape"][:e["axis"]] + e["shape"][e["axis"] + 1:]
+            axis, shape = leaves[i]["axis"], list(leaves[i]["shape"])
+            shape[axis] = stop - start
             data = np.frombuffer(raw, out[i].dtype, size // out[i].dtype.itemsize, offset)
-            np.moveaxis(out[i], e["axis"], 0)[start:stop] = data.reshape((stop - start, *rest))
+            out[i][(slice(None),) * axis + (slice(start, stop),)] = data.reshape(shape)
             offset += size
     return out
 
