@@ -64,25 +64,18 @@ def available(keys: jax.Array, dtype) -> bool:
     return bits_available(keys) and np.dtype(dtype) == np.float32
 
 
-def trajectory_bits(keys: jax.Array, step: jax.Array, n: int, *,
-                    transpose: bool = False) -> jax.Array:
+def trajectory_bits(keys: jax.Array, step: jax.Array, n: int) -> jax.Array:
     """(K, n) uint32; row i is ``bits(fold_in(keys[i], step), (n,), uint32)`` bit for bit.
 
-    ``transpose=True`` returns the same numbers as (n, K), hashed in that order (the hash
-    is elementwise, so the layout is only the order of evaluation); on a CPU hashing in
-    (K, n) order and transposing measured faster (the samplers do that).
+    Samplers that want the (n, K) layout transpose this: hashing in (n, K) order measured
+    2.8× slower on a CPU (0.26 against 0.09 ms at K = 4096, n = 32).
     """
     data = jax.random.key_data(keys)                                   # (K, 2) uint32
     zero = jnp.zeros_like(data[:, 0])
     a, b = threefry2x32(data[:, 0], data[:, 1], zero,
                         jnp.broadcast_to(jnp.asarray(step).astype(_U32), zero.shape))
-    if transpose:
-        counter = lax.iota(_U32, n)[:, None]
-        a, b = a[None, :], b[None, :]
-    else:
-        counter = lax.iota(_U32, n)[None, :]
-        a, b = a[:, None], b[:, None]
-    y0, y1 = threefry2x32(a, b, jnp.zeros_like(counter), counter)
+    counter = lax.iota(_U32, n)[None, :]
+    y0, y1 = threefry2x32(a[:, None], b[:, None], jnp.zeros_like(counter), counter)
     return y0 ^ y1
 
 
