@@ -329,7 +329,7 @@ def simulate_sde(prob: Problem, hp: Hyper, key: Any, n_traj: int,
         dynamics = DiffraxLangevin(model, solver, noise_spec, n_sub, stride, linear,
                                    diffrax_solver=diffrax_solver)
     else:
-        fsal = solver == "baoab" and not linear
+        fsal = solver == "baoab"
         dynamics = Langevin(model, solver, noise_spec, n_sub, stride, linear, fsal,
                             d if fsal else 0)
     checkpoint = ckpt.resolve(checkpoint)

@@ -262,22 +262,24 @@ def test_isotropic_noise_for_a_problem_without_minimiser():
     assert res.config["noise"] == "isotropic" and np.all(np.isfinite(res.stationary_cov))
 
 
-def test_baoab_reusing_the_end_force_equals_the_plain_scheme():
+@pytest.mark.parametrize("linear", [False, True], ids=["gradient", "linear-drift"])
+def test_baoab_reusing_the_end_force_equals_the_plain_scheme(linear):
     """FSAL (the force at the end of a step kept for the next) changes nothing but the
-    cost: the same ensemble as evaluating the force twice per step."""
+    cost: the same ensemble as evaluating the force twice per step, for a gradient drift
+    and for the precomputed (H + λI)(θ − μ) of a quadratic."""
     from limitdyn import runner, sde
     from limitdyn.dynamics import Langevin
 
     lr = _linreg()
-    own = LeastSquares(lr.X, lr.y)
+    prob = lr if linear else LeastSquares(lr.X, lr.y)
     hp = ld.Hyper(lr=0.1, momentum=0.9, batch_size=8)
     theta0 = np.broadcast_to(np.asarray(lr.minimiser()) + 0.2, (16, 4))
-    spec, params = sde.sde_params(own, hp, "langevin", "baoab", "exact", sampling="iid",
+    spec, params = sde.sde_params(prob, hp, "langevin", "baoab", "exact", sampling="iid",
                                   sigma2=None, dt=0.05, dtype=np.float32, d=4,
                                   theta_ref=theta0[0])
     finals = []
     for fsal in (False, True):
-        dyn = Langevin("langevin", "baoab", spec, 2, 1, False, fsal, 4 if fsal else 0)
+        dyn = Langevin("langevin", "baoab", spec, 2, 1, linear, fsal, 4 if fsal else 0)
         trace = ld.observers.Trace.from_dict({"theta": lambda th, v: th}, np.arange(1, 31))
         out = runner.run(dyn, params, jax.random.key(4), theta0, np.zeros_like(theta0), 30,
                          (trace,))

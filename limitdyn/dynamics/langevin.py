@@ -36,9 +36,10 @@ class Langevin:
     One runner step ("tick") covers ``stride`` SGD steps in ``n_sub`` integrator steps of
     size dt (stride = dt/η when dt >= η, else n_sub = η/dt). ``linear_drift``: the drift
     is the precomputed (H + λI)(θ − μ) rather than the problem's gradient. ``fsal``
-    (BAOAB with a gradient drift, e.g. a network): the force at the end of a step is the
-    force at the start of the next (first same as last), kept per trajectory in ``aux``
-    (dimension ``dim``), so each step costs one gradient instead of two.
+    (BAOAB, whatever the drift): the force at the end of a step is the force at the start
+    of the next (first same as last), kept per trajectory in ``aux`` (dimension ``dim``),
+    so each step costs one force evaluation instead of two — for a network one gradient,
+    for a quadratic one (K, d) × (d, d) product (B2: BAOAB/EM 1.20 → 1.02 at d = 16).
     """
 
     model: str
