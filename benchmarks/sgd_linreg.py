@@ -129,12 +129,13 @@ def user_loop(prob, hp, n_traj, n_steps, batch_fn, record_steps=None, window_ste
 def floor_loop(prob, hp, n_traj, n_steps):
     """limitdyn's step alone: HeavyBall.batched_step (iid) in a bare fori_loop, the
     trajectories sharded over every device as limitdyn shards them."""
-    dynamics = HeavyBall("iid", prob.n_examples, hp.batch_size)
     params = (prob, jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), hp))
     devices = jax.devices()
     along = None
     if len(devices) > 1 and n_traj % len(devices) == 0:
         along = NamedSharding(Mesh(np.array(devices), ("traj",)), P("traj"))
+    dynamics = HeavyBall("iid", prob.n_examples, hp.batch_size,
+                         devices=1 if along is None else len(devices))
 
     def run(traj_keys, theta):
         state = sgd.State(theta, jnp.zeros_like(theta))

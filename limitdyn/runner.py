@@ -925,7 +925,8 @@ def simulate_sgd(prob: Problem, hp: Hyper, key: Any, n_traj: int, n_steps: int,
                          f"{type(prob).__name__} has none (leave it at None)")
     if check_stability:
         stability.precheck(prob, hp, sampling)
-    dynamics = HeavyBall(sampling, n_examples, batch_size, varied)
+    dynamics = HeavyBall(sampling, n_examples, batch_size, varied,
+                         1 if mesh is None else mesh.size)
     out = run_ensemble(dynamics, (prob, traced_hp), key, theta_start, v_start, plan, obs,
                        streams=opts.streams, max_loss=opts.max_loss, progress=progress,
                        description="simulate_sgd", checkpoint=checkpoint,

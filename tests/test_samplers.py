@@ -293,11 +293,12 @@ def _problem(n=96, d=3):
 
 @pytest.mark.parametrize("sampling", ["iid", "reshuffle"])
 def test_trajectories_do_not_depend_on_chunks_or_on_the_other_trajectories(sampling):
-    """Trajectory i depends on its own key only: 384 trajectories (3 tiles of 128) in one
-    chunk or seven give the same states bit for bit, and so do their first 100 run alone
-    (one tile of 100)."""
-    prob, hp = _problem(), ld.Hyper(lr=0.1, momentum=0.8, batch_size=10)
-    assert dyn_sgd.n_tiles(384) == 3 and dyn_sgd.n_tiles(100) == 1
+    """Trajectory i depends on its own key only: 384 trajectories (12 tiles of 32 at d = 64,
+    S = 32) in one chunk or seven give the same states bit for bit, and so do their first
+    100 run alone (4 tiles of 25)."""
+    prob, hp = _problem(d=64), ld.Hyper(lr=0.02, momentum=0.8, batch_size=32)
+    tile = dyn_sgd.tile_size(32, 64, 4)
+    assert dyn_sgd.n_tiles(384, tile) == 12 and dyn_sgd.n_tiles(100, tile) == 4
     kw = dict(sampling=sampling, keep_final=True, n_record=5, progress=False)
     a = ld.simulate_sgd(prob, hp, jax.random.key(5), 384, 50, n_chunks=1, **kw)
     b = ld.simulate_sgd(prob, hp, jax.random.key(5), 384, 50, n_chunks=7, **kw)
@@ -310,14 +311,16 @@ def test_trajectories_do_not_depend_on_chunks_or_on_the_other_trajectories(sampl
 @pytest.mark.parametrize("sampling", ["iid", "replacement", "reshuffle"])
 def test_tiled_step_is_the_vmapped_step(sampling):
     """HeavyBall.batched_step (fused draw, tiles of trajectories) against vmapping its
-    per-trajectory step with the keys fold_in(key_i, k), for 20 steps."""
-    prob = _problem(n=64, d=5)
+    per-trajectory step with the keys fold_in(key_i, k), for 20 steps (2 tiles of 128 at
+    d = 32, S = 16)."""
+    prob = _problem(n=64, d=32)
     hp = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32),
-                                ld.Hyper(lr=0.1, momentum=0.9, weight_decay=0.01,
-                                         batch_size=8))
-    dyn = HeavyBall(sampling, 64, 8)
+                                ld.Hyper(lr=0.02, momentum=0.9, weight_decay=0.01,
+                                         batch_size=16))
+    dyn = HeavyBall(sampling, 64, 16)
+    assert dyn_sgd.n_tiles(256, dyn_sgd.tile_size(16, 32, 4)) == 2
     keys = _keys(256)
-    theta = jax.random.normal(jax.random.key(1), (256, 5))
+    theta = jax.random.normal(jax.random.key(1), (256, 32))
     state = ld.sgd.State(theta, jnp.zeros_like(theta))
     aux = jax.vmap(dyn.init_aux)(keys)
 
@@ -343,17 +346,19 @@ def test_tiled_step_is_the_vmapped_step(sampling):
 
 
 def test_per_trajectory_learning_rates_in_tiles():
-    """A learning-rate grid in one tiled kernel (384 trajectories, 3 tiles): trajectory i is
-    the trajectory i of the run with that learning rate for everyone — the same batches, the
-    same arithmetic up to float32 roundoff (XLA may contract η·v + θ differently when η is
-    a per-row array)."""
-    prob, hp = _problem(), ld.Hyper(lr=0.1, momentum=0.8, batch_size=10)
-    etas = np.array([0.05, 0.1, 0.2])[np.arange(384) % 3]
+    """A learning-rate grid in one tiled kernel (384 trajectories, 12 tiles of 32 at
+    d = 64, S = 32): trajectory i is the trajectory i of the run with that learning rate for
+    everyone — the same batches, the same arithmetic up to float32 roundoff (XLA may
+    contract η·v + θ differently when η is a per-row array)."""
+    prob, hp = _problem(d=64), ld.Hyper(lr=0.02, momentum=0.8, batch_size=32)
+    assert dyn_sgd.n_tiles(384, dyn_sgd.tile_size(32, 64, 4)) == 12
+    etas = np.array([0.01, 0.02, 0.04])[np.arange(384) % 3]
     kw = dict(sampling="reshuffle", keep_final=True, n_record=5, progress=False,
               check_stability=False)
     grid = ld.simulate_sgd(prob, hp, jax.random.key(2), 384, 40, per_trajectory={"lr": etas},
                            **kw)
-    for j, eta in enumerate((0.05, 0.1, 0.2)):
+    assert int(np.sum(grid.n_diverged)) == 0
+    for j, eta in enumerate((0.01, 0.02, 0.04)):
         one = ld.simulate_sgd(prob, hp.replace(lr=eta), jax.random.key(2), 384, 40, **kw)
         np.testing.assert_allclose(grid.final["theta"][j::3], one.final["theta"][j::3],
                                    rtol=1e-5, atol=1e-6)
@@ -363,8 +368,8 @@ DEVICES_SCRIPT = textwrap.dedent("""
     import sys
     import jax, numpy as np
     import limitdyn as ld
-    prob = ld.LinearRegression.synthetic(jax.random.key(0), n=96, d=3)
-    hp = ld.Hyper(lr=0.1, momentum=0.8, batch_size=10)
+    prob = ld.LinearRegression.synthetic(jax.random.key(0), n=96, d=64)
+    hp = ld.Hyper(lr=0.02, momentum=0.8, batch_size=32)
     out = {}
     for sampling in ("iid", "reshuffle"):
         for devices in (1, 2):
@@ -378,8 +383,12 @@ DEVICES_SCRIPT = textwrap.dedent("""
 
 
 def test_two_forced_host_devices_give_the_trajectories_of_one(tmp_path):
-    """512 trajectories (4 tiles of 128; 64 rows of each tile per device) sharded over two
-    host devices: every trajectory bit for bit as on one device."""
+    """512 trajectories at d = 64, S = 32 (16 tiles of 32 on one device; 8 tiles of 64, 32
+    rows of each per device, on two) sharded over two host devices: every trajectory bit
+    for bit as on one device."""
+    tile = dyn_sgd.tile_size(32, 64, 4)
+    assert dyn_sgd.n_tiles(512, tile) == 16
+    assert dyn_sgd.n_tiles(512, dyn_sgd.tile_size(32, 64, 4, devices=2)) == 8
     path = tmp_path / "devices.npz"
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=2")
