@@ -33,7 +33,6 @@ from .. import samplers, sgd
 from ..hyper import Hyper, _unflatten
 
 HYPER_FIELDS = ("lr", "momentum", "weight_decay")
-TILE = 128          # trajectories per tile when the sizes are not known (n_tiles' default)
 TILE_BYTES = 2**18  # gathered rows per tile and device: 256 KiB, a quarter of a 1 MiB L2
 TILE_RANGE = (16, 1024)
 
@@ -45,19 +44,19 @@ def tile_size(batch_size: int, dim: int, itemsize: int, devices: int = 1) -> int
     Measured at K = 4096, N = 1024 on this project's 2-core CPU (1 MiB L2 per core),
     ms/step by trajectories per tile (the old fixed 128 in brackets): d = 64, S = 32:
     32 → 2.35, 64 → 2.45, [128 → 3.15], 256 → 2.57; d = 256, S = 32: 8 → 6.74, [128 → 6.83],
-    32 → 8.18; d = 64, S = 128: 8 → 8.23, 16 → 8.16, 32 → 12.1, [128 → 8.51]. A tile whose
-    rows fill the L2 exactly (1 MiB) is the slowest in every case; a quarter of it is
-    within noise of the fastest.
+    32 → 8.18; d = 64, S = 128: 8 → 8.23, 16 → 8.16, 32 → 12.1, [128 → 8.51]. At these
+    sizes a tile whose rows fill the L2 exactly (1 MiB) was the slowest, and a quarter of
+    it within noise of the fastest. The rule is not the best everywhere: where a step
+    gathers little (d = 16, S = 32: [128 → 0.60], 4096 — no tiles — → 0.46; d = 64,
+    S = 8: [128 → 0.98], 1024 → 0.82) bigger tiles or none did better.
     """
     rows = TILE_BYTES // max(1, batch_size * dim * itemsize)
     return devices * int(min(max(rows, TILE_RANGE[0]), TILE_RANGE[1]))
 
 
-def n_tiles(n_traj: int, tile: int | None = None) -> int:
+def n_tiles(n_traj: int, tile: int) -> int:
     """How many tiles a batch of ``n_traj`` trajectories is cut into: the largest tile
-    size in [tile/2, tile] (default :data:`TILE`) that divides ``n_traj`` (1 tile — no
-    tiling — when none does)."""
-    tile = TILE if tile is None else tile
+    size in [tile/2, tile] that divides ``n_traj`` (1 tile — no tiling — when none does)."""
     if n_traj <= tile:
         return 1
     for size in range(tile, tile // 2 - 1, -1):
